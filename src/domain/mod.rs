@@ -1,0 +1,7 @@
+//! Types shared by every stage; no I/O here.
+
+pub mod event;
+pub mod verdict;
+
+pub use event::{ChatEvent, EventKind, EventParseError, Message, User};
+pub use verdict::{Assessment, Category, Decision, RuleMatch, Scores, Verdict};

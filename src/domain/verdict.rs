@@ -1,0 +1,124 @@
+//! What the engine and policy produce: scores per category, the rules that matched, the decision.
+
+use serde::{Deserialize, Serialize};
+
+/// The three categories every detector scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Toxicity,
+    Spam,
+    Explicit,
+}
+
+impl Category {
+    pub const ALL: [Category; 3] = [Category::Toxicity, Category::Spam, Category::Explicit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Toxicity => "toxicity",
+            Category::Spam => "spam",
+            Category::Explicit => "explicit",
+        }
+    }
+}
+
+impl std::str::FromStr for Category {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "toxicity" => Ok(Category::Toxicity),
+            "spam" => Ok(Category::Spam),
+            "explicit" => Ok(Category::Explicit),
+            other => Err(format!("unknown category {other:?} (expected toxicity, spam or explicit)")),
+        }
+    }
+}
+
+/// One score in [0, 1] per category.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub toxicity: f64,
+    pub spam: f64,
+    pub explicit: f64,
+}
+
+impl Scores {
+    pub fn get(&self, c: Category) -> f64 {
+        match c {
+            Category::Toxicity => self.toxicity,
+            Category::Spam => self.spam,
+            Category::Explicit => self.explicit,
+        }
+    }
+
+    pub fn get_mut(&mut self, c: Category) -> &mut f64 {
+        match c {
+            Category::Toxicity => &mut self.toxicity,
+            Category::Spam => &mut self.spam,
+            Category::Explicit => &mut self.explicit,
+        }
+    }
+}
+
+/// A rule that matched, with the byte range of the match in the scored text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    pub rule_id: String,
+    pub category: Category,
+    pub score: f64,
+    pub start: usize,
+    pub end: usize,
+    /// Set when the rule asks for a stronger decision than its score alone would give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Decision>,
+}
+
+/// What the engine found in one message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub scores: Scores,
+    pub matches: Vec<RuleMatch>,
+}
+
+/// The outcome for a message, from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Flag,
+    Block,
+    Ban,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Flag => "flag",
+            Decision::Block => "block",
+            Decision::Ban => "ban",
+        }
+    }
+}
+
+impl std::str::FromStr for Decision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "flag" => Ok(Decision::Flag),
+            "block" => Ok(Decision::Block),
+            "ban" => Ok(Decision::Ban),
+            other => Err(format!("unknown decision {other:?} (expected allow, flag, block or ban)")),
+        }
+    }
+}
+
+/// The decision with the reasons that led to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Human-readable reason chain: which threshold or rule decided.
+    pub reasons: Vec<String>,
+}

@@ -1,0 +1,2 @@
+pub mod body;
+pub mod signature;

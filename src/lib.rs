@@ -1,0 +1,14 @@
+//! chatguard: a self-hosted moderation worker for Stream Chat.
+//!
+//! A webhook flows through the modules in this order: [`ingest`] verifies and stores it, [`queue`]
+//! hands it to a worker, [`engine`] scores it, [`policy`] decides, [`actions`] says what is (or
+//! would be) done, [`store`] keeps the decision log, and [`api`] serves health and metrics.
+
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod ingest;
+pub mod policy;
+pub mod store;
+pub mod actions;
+pub mod queue;

@@ -1,0 +1,188 @@
+//! The scoring job: read the stored event, score, decide, record. Failures are retried with
+//! exponential backoff by re-enqueueing with a delay, then kept as a dead letter.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use apalis::prelude::{BoxDynError, Data, Task, TaskBuilder};
+use tracing::Instrument;
+
+use super::{EnqueueOptions, JobQueue, ScoreJob};
+use crate::actions;
+use crate::config::Config;
+use crate::domain::ChatEvent;
+use crate::engine::{ScoreContext, Scorer};
+use crate::policy::Policy;
+use crate::store::{EventRow, NewDecision, Store, StoreError, status};
+
+/// Everything a job needs; shared by all jobs of one worker.
+pub struct JobContext {
+    pub store: Store,
+    pub queue: Arc<dyn JobQueue>,
+    pub scorer: Arc<dyn Scorer>,
+    pub policy: Arc<Policy>,
+    pub config: Arc<Config>,
+    pub worker_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored payload no longer parses: {0}")]
+    Payload(#[from] crate::domain::EventParseError),
+    #[error("serialising the decision: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Idempotency key of a job attempt: a redelivered webhook re-pushes attempt 1 under the same key.
+pub fn idempotency_key(webhook_id: &str, attempt: u32) -> String {
+    format!("{webhook_id}#{attempt}")
+}
+
+pub(super) fn build_task(job: &ScoreJob, opts: &EnqueueOptions) -> Task<ScoreJob> {
+    // Retrying is ours (with backoff); apalis may only re-run a job whose worker died mid-run.
+    let mut builder = TaskBuilder::new(job.clone()).max_attempts(3);
+    if let Some(key) = &opts.idempotency_key {
+        builder = builder.idempotency_key(key);
+    }
+    if let Some(delay) = opts.delay {
+        builder = builder.run_after(delay);
+    }
+    builder.build()
+}
+
+/// The apalis handler.
+pub(super) async fn handle(job: ScoreJob, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "job",
+        event_id = job.event_id,
+        webhook_id = %job.webhook_id,
+        attempt = job.attempt,
+        message_id = tracing::field::Empty,
+    );
+    ctx.run(job).instrument(span).await.map_err(Into::into)
+}
+
+impl JobContext {
+    /// Runs one attempt. An error here means the failure could not even be recorded; apalis then
+    /// re-runs the job.
+    pub async fn run(&self, job: ScoreJob) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let event = match self.store.get_event(job.event_id).await {
+            Ok(e) => e,
+            Err(StoreError::NotFound) => {
+                tracing::error!("job refers to an event that is not stored; dropped");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if matches!(event.status.as_str(), status::DECIDED | status::PROCESSED) {
+            tracing::debug!(status = %event.status, "already handled");
+            return Ok(());
+        }
+        if let Some(m) = &event.message_id {
+            tracing::Span::current().record("message_id", m.as_str());
+        }
+        let attempt_id = self
+            .store
+            .record_attempt_start(event.id, job.attempt, &self.worker_name)
+            .await?;
+        match self.process(&event).await {
+            Ok(outcome) => {
+                metrics::histogram!("chatguard_job_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("chatguard_jobs_total", "outcome" => "ok").increment(1);
+                tracing::info!(outcome, "job done");
+                Ok(())
+            }
+            Err(e) => {
+                let error = e.to_string();
+                metrics::counter!("chatguard_jobs_total", "outcome" => "failed").increment(1);
+                self.store.record_attempt_error(attempt_id, &error).await?;
+                self.retry_or_bury(&job, &error).await
+            }
+        }
+    }
+
+    async fn retry_or_bury(&self, job: &ScoreJob, error: &str) -> Result<(), StoreError> {
+        let max = self.config.queue.max_attempts;
+        if job.attempt >= max {
+            tracing::error!(error, attempts = job.attempt, "job failed for the last time; dead letter");
+            metrics::counter!("chatguard_dead_letters_total").increment(1);
+            return self
+                .store
+                .insert_dead_letter(job.event_id, &job.webhook_id, job.attempt, error)
+                .await;
+        }
+        let delay = self.config.retry_delay(job.attempt);
+        let next = ScoreJob {
+            attempt: job.attempt + 1,
+            ..job.clone()
+        };
+        tracing::warn!(error, retry_in_secs = delay.as_secs(), "job failed; retrying");
+        let opts = EnqueueOptions {
+            idempotency_key: Some(idempotency_key(&job.webhook_id, next.attempt)),
+            delay: Some(delay),
+        };
+        if let Err(e) = self.queue.enqueue(&next, opts).await {
+            // Leave the failure to apalis, which re-runs the job rather than lose it.
+            tracing::error!(error = %e, "could not enqueue the retry");
+            return Err(StoreError::Db(sqlx::Error::Protocol(format!("enqueue retry: {e}"))));
+        }
+        self.store
+            .set_event_status(job.event_id, status::RETRYING, Some(error))
+            .await
+    }
+
+    /// Scores and records a message event, or marks any other event processed.
+    async fn process(&self, row: &EventRow) -> Result<&'static str, JobError> {
+        let event = ChatEvent::parse(row.payload.as_bytes())?;
+        let scored = event.kind().is_some_and(|k| k.is_scored());
+        let Some(text) = event.text().filter(|_| scored) else {
+            self.store.set_event_status(row.id, status::PROCESSED, None).await?;
+            return Ok("processed");
+        };
+        let channel_type = event.channel_type();
+        let ctx = ScoreContext {
+            channel_type: channel_type.as_deref(),
+        };
+        let assessment = self.scorer.assess(text, &ctx);
+        let verdict = self.policy.decide(&assessment);
+        let dry_run = self.config.dry_run();
+        let action = actions::plan(verdict.decision, &event);
+        let action_json = serde_json::to_string(&action)?;
+        let inserted = self
+            .store
+            .insert_decision(&NewDecision {
+                event_id: row.id,
+                webhook_id: &row.webhook_id,
+                event_type: &row.event_type,
+                message_id: row.message_id.as_deref(),
+                cid: row.cid.as_deref(),
+                user_id: row.user_id.as_deref(),
+                text,
+                scores: assessment.scores,
+                matched_rules: &serde_json::to_string(&assessment.matches)?,
+                reasons: &serde_json::to_string(&verdict.reasons)?,
+                decision: verdict.decision.as_str(),
+                policy_version: &self.policy.version,
+                action: &action_json,
+                action_status: actions::status(&action, dry_run),
+                dry_run,
+                worker: &self.worker_name,
+                received_at: row.received_at,
+            })
+            .await?;
+        if inserted {
+            metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str()).increment(1);
+            tracing::info!(
+                decision = verdict.decision.as_str(),
+                toxicity = assessment.scores.toxicity,
+                spam = assessment.scores.spam,
+                explicit = assessment.scores.explicit,
+                "decided"
+            );
+        }
+        Ok("decided")
+    }
+}

@@ -1,0 +1,124 @@
+//! The durable job queue, apalis on SQLite or PostgreSQL behind [`JobQueue`].
+//!
+//! apalis 1.0 needs four workarounds here (rust-stack.md §1), each covered by a test:
+//! - its SQLite index `LIdx` makes every ack walk all finished jobs, so it is dropped after migrating;
+//! - an idle worker only fetches on its heartbeat unless woken, so SQLite uses an update hook
+//!   ([`crate::store::JobsWake`]) and PostgreSQL LISTEN/NOTIFY, with a short heartbeat as the net;
+//! - its `setup()` sets `synchronous = OFF` on one pooled connection, so it is never called: the
+//!   migrations run directly and the pragmas live in the connect options;
+//! - its retries have no backoff, so a failed job is re-enqueued by us with `run_after`, which
+//!   survives a restart, and becomes a dead letter after the last attempt;
+//! - finished rows are never deleted, so [`JobQueue::prune_finished`] runs periodically.
+
+mod job;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::QueueConfig;
+use crate::store::{Db, Store};
+
+pub use job::JobContext;
+
+/// The apalis queue (its `job_type`) that carries scoring jobs.
+pub const SCORE_QUEUE: &str = "chatguard.score_message";
+
+/// Score (or record) one stored event. Small on purpose: the event itself is read from the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScoreJob {
+    pub event_id: i64,
+    pub webhook_id: String,
+    /// 1 for the first try; retries carry the next number.
+    pub attempt: u32,
+    pub received_at: DateTime<Utc>,
+}
+
+/// How to enqueue: a key that makes repeated pushes one job, and a delay.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    pub idempotency_key: Option<String>,
+    pub delay: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("queue migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("apalis: {0}")]
+    Backend(String),
+    #[error("job payload: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What the rest of chatguard needs from a queue.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + std::fmt::Debug {
+    /// Stores the job durably; returns once it is committed.
+    async fn enqueue(&self, job: &ScoreJob, opts: EnqueueOptions) -> Result<(), QueueError>;
+    /// Jobs waiting or running (not finished, not given up).
+    async fn depth(&self) -> Result<i64, QueueError>;
+    /// Deletes finished rows older than `older_than`; returns how many.
+    async fn prune_finished(&self, older_than: Duration) -> Result<u64, QueueError>;
+}
+
+/// The queue that lives in the same database as `store`.
+pub fn for_store(store: &Store, config: &QueueConfig) -> Arc<dyn JobQueue> {
+    match store.db() {
+        Db::Sqlite(pool) => Arc::new(sqlite::SqliteQueue::new(pool.clone(), config)),
+        Db::Postgres(pool) => Arc::new(postgres::PgQueue::new(pool.clone(), config)),
+    }
+}
+
+/// Creates or upgrades apalis's tables, and applies the index workaround on SQLite.
+pub async fn migrate(store: &Store) -> Result<(), QueueError> {
+    match store.db() {
+        Db::Sqlite(pool) => sqlite::migrate(pool).await,
+        Db::Postgres(pool) => postgres::migrate(pool).await,
+    }
+}
+
+/// Runs one apalis worker with `config.concurrency` jobs in flight until `shutdown` fires.
+pub async fn run_worker(ctx: Arc<JobContext>, shutdown: CancellationToken) -> Result<(), QueueError> {
+    let store = ctx.store.clone();
+    let config = ctx.config.queue.clone();
+    let pruner = tokio::spawn(prune_loop(ctx.queue.clone(), config.clone(), shutdown.clone()));
+    let result = match store.db() {
+        Db::Sqlite(pool) => {
+            let wake = store.take_jobs_wake();
+            sqlite::run_worker(pool.clone(), wake, ctx, &config, shutdown.clone()).await
+        }
+        Db::Postgres(pool) => postgres::run_worker(pool.clone(), ctx, &config, shutdown.clone()).await,
+    };
+    shutdown.cancel();
+    let _ = pruner.await;
+    result
+}
+
+async fn prune_loop(queue: Arc<dyn JobQueue>, config: QueueConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.prune_interval_secs));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match queue.prune_finished(Duration::from_secs(config.prune_done_after_secs)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "pruned finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+    }
+}
+
+/// A worker name unique to this process, stored by apalis as the lock owner.
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!("chatguard-{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

@@ -1,0 +1,457 @@
+//! Storage for events, decisions, job attempts and dead letters, on SQLite or PostgreSQL.
+//!
+//! The SQL is written once, lower case with `$N` placeholders, which both backends accept; the
+//! [`on_pool!`] macro compiles each body once per backend. Runtime-checked queries keep the build
+//! free of any database (see rust-stack.md §2), and the integration tests run them on both.
+
+mod rows;
+mod sqlite;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::SqlitePool;
+
+pub use rows::{DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent};
+pub use sqlite::JobsWake;
+
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("not found")]
+    NotFound,
+}
+
+/// Event statuses, as stored.
+pub mod status {
+    /// Stored, not yet on the queue (a crash between the two is repaired on redelivery).
+    pub const RECEIVED: &str = "received";
+    pub const QUEUED: &str = "queued";
+    /// An event type chatguard does not handle.
+    pub const IGNORED: &str = "ignored";
+    /// Caused by chatguard's own bot user; never acted on.
+    pub const OWN: &str = "own";
+    pub const DECIDED: &str = "decided";
+    /// Handled without a decision (bans, deletions, user flags).
+    pub const PROCESSED: &str = "processed";
+    pub const RETRYING: &str = "retrying";
+    pub const DEAD: &str = "dead";
+}
+
+/// The pool of the configured backend.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever backend is configured.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// What [`Store::insert_event`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    New(i64),
+    /// The webhook id was seen before; the stored event's id and status.
+    Duplicate { id: i64, status: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    wake: Option<JobsWake>,
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) the database at `url`. Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let (pool, wake) = sqlite::connect(url, max_connections).await?;
+            Ok(Self {
+                db: Db::Sqlite(pool),
+                wake: Some(wake),
+            })
+        } else {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Self {
+                db: Db::Postgres(pool),
+                wake: None,
+            })
+        }
+    }
+
+    /// Applies chatguard's migrations for the backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // The queue's migrations share SQLite's `_sqlx_migrations` table; each migrator must
+        // tolerate the other's rows.
+        let mut migrator: Migrator = match &self.db {
+            Db::Sqlite(_) => sqlx::migrate!("./migrations/sqlite"),
+            Db::Postgres(_) => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator.set_ignore_missing(true);
+        on_pool!(&self.db, pool => migrator.run(pool).await?);
+        Ok(())
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Wakes the queue on SQLite inserts into the jobs table (this process's writes only).
+    pub fn take_jobs_wake(&self) -> Option<JobsWake> {
+        self.wake.clone()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => { sqlx::query("select 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(&self.db, pool => pool.close().await);
+    }
+
+    /// Stores a verified webhook once per webhook id; a repeat bumps `deliveries` and reports the
+    /// stored status.
+    #[tracing::instrument(skip_all, fields(webhook_id = %e.webhook_id))]
+    pub async fn insert_event(&self, e: &NewEvent<'_>) -> Result<Inserted, StoreError> {
+        let now = Utc::now();
+        let inserted: Option<i64> = on_pool!(&self.db, pool => sqlx::query_scalar(
+            "insert into events (webhook_id, api_key, event_type, status, message_id, cid, user_id,
+                                 payload, received_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             on conflict (webhook_id) do nothing
+             returning id",
+        )
+        .bind(e.webhook_id)
+        .bind(e.api_key)
+        .bind(e.event_type)
+        .bind(e.status)
+        .bind(e.message_id)
+        .bind(e.cid.as_deref())
+        .bind(e.user_id)
+        .bind(e.payload)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?);
+        if let Some(id) = inserted {
+            return Ok(Inserted::New(id));
+        }
+        let row: Option<(i64, String)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "update events set deliveries = deliveries + 1 where webhook_id = $1 returning id, status",
+        )
+        .bind(e.webhook_id)
+        .fetch_optional(pool)
+        .await?);
+        let (id, status) = row.ok_or(StoreError::NotFound)?;
+        Ok(Inserted::Duplicate { id, status })
+    }
+
+    pub async fn set_event_status(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => { sqlx::query(
+            "update events set status = $2, last_error = coalesce($3, last_error), updated_at = $4 where id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?; });
+        Ok(())
+    }
+
+    pub async fn get_event(&self, id: i64) -> Result<EventRow, StoreError> {
+        let row: Option<EventRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
+                    payload, attempts, last_error, received_at
+             from events where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        row.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn get_event_by_webhook_id(&self, webhook_id: &str) -> Result<EventRow, StoreError> {
+        let row: Option<EventRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
+                    payload, attempts, last_error, received_at
+             from events where webhook_id = $1",
+        )
+        .bind(webhook_id)
+        .fetch_optional(pool)
+        .await?);
+        row.ok_or(StoreError::NotFound)
+    }
+
+    /// Events still marked `received`: stored but never put on the queue.
+    pub async fn list_unqueued_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
+                    payload, attempts, last_error, received_at
+             from events where status = 'received' order by id limit $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Counts events per status.
+    pub async fn count_events_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "select status, count(*) from events group by status order by status",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Notes the start of an attempt and bumps the event's attempt count.
+    pub async fn record_attempt_start(
+        &self,
+        event_id: i64,
+        attempt: u32,
+        worker: &str,
+    ) -> Result<i64, StoreError> {
+        let now = Utc::now();
+        let id: i64 = on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("update events set attempts = attempts + 1, updated_at = $2 where id = $1")
+                .bind(event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "insert into job_attempts (event_id, attempt, worker, started_at) values ($1, $2, $3, $4) returning id",
+            )
+            .bind(event_id)
+            .bind(i64::from(attempt))
+            .bind(worker)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            id
+        });
+        Ok(id)
+    }
+
+    pub async fn record_attempt_error(&self, attempt_id: i64, error: &str) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => { sqlx::query("update job_attempts set error = $2 where id = $1")
+            .bind(attempt_id)
+            .bind(error)
+            .execute(pool)
+            .await?; });
+        Ok(())
+    }
+
+    /// Start times of every attempt at an event, oldest first.
+    pub async fn attempt_times(&self, event_id: i64) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_scalar(
+            "select started_at from job_attempts where event_id = $1 order by id",
+        )
+        .bind(event_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Stores a decision and marks its event decided, in one transaction. Returns false when the
+    /// event already had one (a re-run job), which is then left untouched.
+    #[tracing::instrument(skip_all, fields(event_id = d.event_id))]
+    pub async fn insert_decision(&self, d: &NewDecision<'_>) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let inserted = on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
+                     toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
+                     action_status, dry_run, worker, received_at, decided_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 on conflict (event_id) do nothing",
+            )
+            .bind(d.event_id)
+            .bind(d.webhook_id)
+            .bind(d.event_type)
+            .bind(d.message_id)
+            .bind(d.cid)
+            .bind(d.user_id)
+            .bind(d.text)
+            .bind(d.scores.toxicity)
+            .bind(d.scores.spam)
+            .bind(d.scores.explicit)
+            .bind(d.matched_rules)
+            .bind(d.reasons)
+            .bind(d.decision)
+            .bind(d.policy_version)
+            .bind(d.action)
+            .bind(d.action_status)
+            .bind(d.dry_run)
+            .bind(d.worker)
+            .bind(d.received_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            sqlx::query("update events set status = 'decided', updated_at = $2 where id = $1")
+                .bind(d.event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            done
+        });
+        Ok(inserted)
+    }
+
+    /// The most recent decisions, newest first.
+    pub async fn recent_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
+                    explicit, matched_rules, reasons, decision, policy_version, action, action_status,
+                    dry_run, worker, received_at, decided_at
+             from decisions order by id desc limit $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn decision_for_event(&self, event_id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
+                    explicit, matched_rules, reasons, decision, policy_version, action, action_status,
+                    dry_run, worker, received_at, decided_at
+             from decisions where event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    pub async fn count_decisions(&self) -> Result<i64, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("select count(*) from decisions")
+            .fetch_one(pool)
+            .await?))
+    }
+
+    /// Records that an event's job used up its attempts, and marks the event dead.
+    pub async fn insert_dead_letter(
+        &self,
+        event_id: i64,
+        webhook_id: &str,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "insert into dead_letters (event_id, webhook_id, attempts, last_error, failed_at)
+                 values ($1, $2, $3, $4, $5)
+                 on conflict (event_id) do update
+                 set attempts = excluded.attempts, last_error = excluded.last_error,
+                     failed_at = excluded.failed_at, retried_at = null",
+            )
+            .bind(event_id)
+            .bind(webhook_id)
+            .bind(i64::from(attempts))
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("update events set status = 'dead', last_error = $2, updated_at = $3 where id = $1")
+                .bind(event_id)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Dead letters not yet sent back to the queue (all of them with `include_retried`).
+    pub async fn list_dead_letters(&self, include_retried: bool) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "select d.id, d.event_id, d.webhook_id, e.event_type, e.message_id, d.attempts, d.last_error,
+                    d.failed_at, d.retried_at, d.retry_count
+             from dead_letters d join events e on e.id = d.event_id
+             where $1 or d.retried_at is null
+             order by d.id",
+        )
+        .bind(include_retried)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Marks a dead letter as sent back to the queue and its event as queued again.
+    pub async fn mark_dead_letter_retried(&self, id: i64) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let event_id: Option<i64> = sqlx::query_scalar(
+                "update dead_letters set retried_at = $2, retry_count = retry_count + 1 where id = $1 returning event_id",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let event_id = event_id.ok_or(StoreError::NotFound)?;
+            sqlx::query("update events set status = 'queued', updated_at = $2 where id = $1")
+                .bind(event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("select value from settings where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Stores `value` unless the setting exists; returns the stored value either way.
+    pub async fn get_or_insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        on_pool!(&self.db, pool => { sqlx::query("insert into settings (name, value) values ($1, $2) on conflict (name) do nothing")
+            .bind(name)
+            .bind(value)
+            .execute(pool)
+            .await?; });
+        self.get_setting(name).await?.ok_or(StoreError::NotFound)
+    }
+}

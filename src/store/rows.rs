@@ -1,0 +1,126 @@
+//! Rows read from and written to the store.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::Scores;
+
+/// A verified webhook about to be stored.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    pub webhook_id: &'a str,
+    pub api_key: &'a str,
+    pub event_type: &'a str,
+    pub status: &'a str,
+    pub message_id: Option<&'a str>,
+    pub cid: Option<String>,
+    pub user_id: Option<&'a str>,
+    pub payload: &'a str,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub webhook_id: String,
+    pub api_key: String,
+    pub event_type: String,
+    pub status: String,
+    pub deliveries: i64,
+    pub message_id: Option<String>,
+    pub cid: Option<String>,
+    pub user_id: Option<String>,
+    pub payload: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A decision about to be stored. JSON columns arrive serialised.
+#[derive(Debug)]
+pub struct NewDecision<'a> {
+    pub event_id: i64,
+    pub webhook_id: &'a str,
+    pub event_type: &'a str,
+    pub message_id: Option<&'a str>,
+    pub cid: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub text: &'a str,
+    pub scores: Scores,
+    pub matched_rules: &'a str,
+    pub reasons: &'a str,
+    pub decision: &'a str,
+    pub policy_version: &'a str,
+    pub action: &'a str,
+    pub action_status: &'a str,
+    pub dry_run: bool,
+    pub worker: &'a str,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub message_id: Option<String>,
+    pub cid: Option<String>,
+    pub user_id: Option<String>,
+    pub text: String,
+    pub toxicity: f64,
+    pub spam: f64,
+    pub explicit: f64,
+    pub matched_rules: String,
+    pub reasons: String,
+    pub decision: String,
+    pub policy_version: String,
+    pub action: String,
+    pub action_status: String,
+    pub dry_run: bool,
+    pub worker: String,
+    pub received_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
+}
+
+impl DecisionRow {
+    /// The decision as one JSON object, with the JSON columns expanded.
+    pub fn to_json(&self) -> serde_json::Value {
+        let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
+        serde_json::json!({
+            "id": self.id,
+            "event_id": self.event_id,
+            "webhook_id": self.webhook_id,
+            "event_type": self.event_type,
+            "message_id": self.message_id,
+            "cid": self.cid,
+            "user_id": self.user_id,
+            "text": self.text,
+            "scores": {"toxicity": self.toxicity, "spam": self.spam, "explicit": self.explicit},
+            "matched_rules": parse(&self.matched_rules),
+            "reasons": parse(&self.reasons),
+            "decision": self.decision,
+            "policy_version": self.policy_version,
+            "action": parse(&self.action),
+            "action_status": self.action_status,
+            "dry_run": self.dry_run,
+            "worker": self.worker,
+            "received_at": self.received_at,
+            "decided_at": self.decided_at,
+            "latency_ms": (self.decided_at - self.received_at).num_milliseconds(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub message_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+    pub retried_at: Option<DateTime<Utc>>,
+    pub retry_count: i64,
+}

@@ -1,0 +1,71 @@
+//! SQLite connections: every pragma set per connection, and a wake-up on job inserts.
+
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::channel::mpsc::{UnboundedReceiver, unbounded};
+use futures::{Stream, StreamExt};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// apalis's table of jobs; an insert there wakes the worker.
+const JOBS_TABLE: &str = "Jobs";
+
+/// A stream that yields once per job inserted through this process's pool.
+///
+/// apalis-sqlite has the same listener, but its event type cannot be built outside that crate and
+/// its `connect_with_callback` takes a URL, which cannot carry the per-connection pragmas below.
+#[derive(Clone, Debug)]
+pub struct JobsWake {
+    rx: Arc<Mutex<UnboundedReceiver<()>>>,
+}
+
+impl Stream for JobsWake {
+    type Item = ();
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        match self.rx.lock() {
+            Ok(mut rx) => rx.poll_next_unpin(cx),
+            Err(_) => Poll::Ready(None),
+        }
+    }
+}
+
+/// Opens the pool. WAL, `synchronous=NORMAL`, `busy_timeout` and foreign keys go in the connect
+/// options, so every connection gets them; pragmas run through a pool reach only one connection.
+pub async fn connect(url: &str, max_connections: u32) -> Result<(SqlitePool, JobsWake), sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let (tx, rx) = unbounded::<()>();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let mut handle = conn.lock_handle().await?;
+                handle.set_update_hook(move |ev| {
+                    if ev.operation == SqliteOperation::Insert && ev.table == JOBS_TABLE {
+                        let _ = tx.unbounded_send(());
+                    }
+                });
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok((
+        pool,
+        JobsWake {
+            rx: Arc::new(Mutex::new(rx)),
+        },
+    ))
+}
