@@ -12,3 +12,8 @@ pub mod policy;
 pub mod store;
 pub mod actions;
 pub mod queue;
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod error;
+pub mod telemetry;

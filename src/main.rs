@@ -1,1 +1,188 @@
-fn main() {}
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use chatguard::app::{App, DEV_SECRET_SETTING, Services};
+use chatguard::cli::{Cli, Command, DeadLetterAction, replay};
+use chatguard::config::{Config, DEV_API_KEY};
+use chatguard::engine::RuleSet;
+use chatguard::policy::Policy;
+use chatguard::store::Store;
+use chatguard::{queue, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    telemetry::init_logs(&config.telemetry);
+    match cli.command {
+        Command::Serve => {
+            tracing::info!(config = %config.summary(), "starting");
+            let app = App::serve(config).await?;
+            stop_on_signal(app.shutdown_token());
+            app.run_until_stopped().await?;
+        }
+        Command::Worker => {
+            tracing::info!(config = %config.summary(), "starting worker");
+            let app = App::worker(config).await?;
+            stop_on_signal(app.shutdown_token());
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            Services::start(config).await?;
+            println!("database migrated");
+        }
+        Command::Replay(args) => {
+            let files = replay::collect_files(&args.paths)?;
+            let url = args
+                .url
+                .unwrap_or_else(|| format!("http://{}/webhooks/stream", config.server.listen));
+            let (api_key, secret) = match (args.api_key, args.secret) {
+                (Some(k), Some(s)) => (k, s),
+                (None, Some(s)) => (DEV_API_KEY.to_owned(), s),
+                (key, None) => {
+                    if !config.dry_run() {
+                        bail!("give --secret (or STREAM_API_SECRET) to sign with");
+                    }
+                    let store = Store::connect(&config.database.url, 1).await?;
+                    let secret = store.get_setting(DEV_SECRET_SETTING).await?.context(
+                        "no development secret in the database yet: start `chatguard serve` once, or give --secret",
+                    )?;
+                    (key.unwrap_or_else(|| DEV_API_KEY.to_owned()), secret)
+                }
+            };
+            let results = replay::replay(&files, &url, &api_key, &secret, args.webhook_id_prefix.as_deref()).await?;
+            let mut failed = 0;
+            for r in &results {
+                println!("{}\t{}\t{}", r.path.display(), r.status, r.body);
+                failed += usize::from(!(200..300).contains(&r.status));
+            }
+            if failed > 0 {
+                bail!("{failed} of {} deliveries were not accepted", results.len());
+            }
+        }
+        Command::Decisions { limit, json } => {
+            let store = Store::connect(&config.database.url, 1).await?;
+            for d in store.recent_decisions(limit).await? {
+                if json {
+                    println!("{}", d.to_json());
+                } else {
+                    println!(
+                        "#{} {} {:<5} tox={:.2} spam={:.2} expl={:.2} msg={} user={} action={} {:?}",
+                        d.id,
+                        d.decided_at.format("%Y-%m-%d %H:%M:%S"),
+                        d.decision,
+                        d.toxicity,
+                        d.spam,
+                        d.explicit,
+                        d.message_id.as_deref().unwrap_or("-"),
+                        d.user_id.as_deref().unwrap_or("-"),
+                        d.action_status,
+                        d.text.chars().take(60).collect::<String>(),
+                    );
+                }
+            }
+        }
+        Command::DeadLetters { action } => {
+            let services = Services::start(config).await?;
+            match action.unwrap_or(DeadLetterAction::List { all: false, json: false }) {
+                DeadLetterAction::List { all, json } => {
+                    let rows = services.store.list_dead_letters(all).await?;
+                    if rows.is_empty() && !json {
+                        println!("no dead letters");
+                    }
+                    for r in rows {
+                        if json {
+                            println!("{}", serde_json::to_string(&r)?);
+                        } else {
+                            println!(
+                                "#{} event={} webhook={} type={} attempts={} failed_at={} retried={} error={}",
+                                r.id,
+                                r.event_id,
+                                r.webhook_id,
+                                r.event_type,
+                                r.attempts,
+                                r.failed_at.format("%Y-%m-%d %H:%M:%S"),
+                                r.retry_count,
+                                r.last_error
+                            );
+                        }
+                    }
+                }
+                DeadLetterAction::Retry { ids } => {
+                    let pending = services.store.list_dead_letters(false).await?;
+                    let chosen: Vec<_> = if ids.is_empty() {
+                        pending
+                    } else {
+                        for id in &ids {
+                            if !pending.iter().any(|r| r.id == *id) {
+                                bail!("dead letter #{id} does not exist or was already retried");
+                            }
+                        }
+                        pending.into_iter().filter(|r| ids.contains(&r.id)).collect()
+                    };
+                    for r in &chosen {
+                        let job = queue::ScoreJob {
+                            event_id: r.event_id,
+                            webhook_id: r.webhook_id.clone(),
+                            attempt: 1,
+                            received_at: chrono::Utc::now(),
+                        };
+                        // No idempotency key: earlier attempts of this event used theirs.
+                        services.queue.enqueue(&job, queue::EnqueueOptions::default()).await?;
+                        services.store.mark_dead_letter_retried(r.id).await?;
+                        println!("dead letter #{} (event {}) queued again", r.id, r.event_id);
+                    }
+                    println!("{} queued", chosen.len());
+                }
+            }
+        }
+        Command::CheckRules => {
+            let dir = &config.rules.dir;
+            let rules = RuleSet::load(dir).with_context(|| format!("rules in {}", dir.display()))?;
+            let policy = Policy::load(dir).with_context(|| format!("policy in {}", dir.display()))?;
+            println!("{}: {} rules", dir.join("rules.toml").display(), rules.len());
+            for (category, n) in rules.counts() {
+                println!("  {:<9} {n}", category.as_str());
+            }
+            println!("{}: version {}", dir.join("policy.toml").display(), policy.version);
+            for category in chatguard::domain::Category::ALL {
+                let t = policy.threshold(category);
+                println!("  {:<9} flag ≥ {} block ≥ {}", category.as_str(), t.flag, t.block);
+            }
+            let apps = config.stream_apps();
+            println!(
+                "stream: {}",
+                if apps.is_empty() {
+                    "dry-run (no credentials)".to_owned()
+                } else {
+                    format!("{} app(s): {}", apps.len(), apps.iter().map(|a| a.api_key.as_str()).collect::<Vec<_>>().join(", "))
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}

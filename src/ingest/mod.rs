@@ -1,2 +1,205 @@
+//! `POST /webhooks/stream`: size cap, gunzip, signature, parse, store once per webhook id, enqueue,
+//! and only then 200 (stream-api.md §1).
+
 pub mod body;
 pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::domain::ChatEvent;
+use crate::error::ApiError;
+use crate::queue::{EnqueueOptions, JobQueue, ScoreJob};
+use crate::store::{Inserted, NewEvent, Store, status};
+
+/// What ingest needs: where to store, where to enqueue, and whose signatures to accept.
+#[derive(Clone)]
+pub struct IngestState {
+    pub store: Store,
+    pub queue: Arc<dyn JobQueue>,
+    /// API key → API secret.
+    pub secrets: Arc<HashMap<String, SecretString>>,
+    pub bot_user_id: Arc<str>,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+}
+
+/// The answer to a delivery.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    /// `queued`, `duplicate`, `ignored` (unknown type) or `own` (caused by chatguard's bot).
+    pub status: &'static str,
+    pub webhook_id: String,
+    pub event_id: i64,
+}
+
+pub fn router(state: IngestState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/webhooks/stream", post(receive))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn receive(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Receipt>, ApiError> {
+    let webhook_id = header(&headers, "x-webhook-id").map(str::to_owned);
+    let span = tracing::info_span!(
+        "webhook",
+        webhook_id = webhook_id.as_deref().unwrap_or(""),
+        event_type = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        message_id = tracing::field::Empty,
+    );
+    let result = accept(&state, &headers, webhook_id, body).instrument(span).await;
+    let outcome = match &result {
+        Ok(r) => r.status,
+        Err(ApiError::Unauthorized) => "unauthorized",
+        Err(ApiError::BadRequest(_)) => "bad_request",
+        Err(ApiError::PayloadTooLarge(_)) => "too_large",
+        Err(ApiError::Unavailable(_)) => "error",
+    };
+    metrics::counter!("chatguard_webhooks_total", "outcome" => outcome).increment(1);
+    result.map(Json)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+async fn accept(
+    state: &IngestState,
+    headers: &HeaderMap,
+    webhook_id: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Receipt, ApiError> {
+    let raw = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("body exceeds {} bytes", state.max_body_bytes))
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    let api_key = header(headers, "x-api-key").ok_or(ApiError::Unauthorized)?;
+    let secret = state.secrets.get(api_key).ok_or_else(|| {
+        tracing::warn!("webhook for an unknown API key");
+        ApiError::Unauthorized
+    })?;
+    let body = body::decode(raw, state.max_decompressed_bytes).map_err(|e| match e {
+        body::BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        body::BodyError::BadGzip(_) => ApiError::BadRequest(e.to_string()),
+    })?;
+    signature::verify(secret.expose_secret().as_bytes(), &body, header(headers, "x-signature")).map_err(|e| {
+        tracing::warn!(reason = %e, "webhook signature rejected");
+        ApiError::Unauthorized
+    })?;
+    let event = ChatEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let payload = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
+    // Stream always sends X-Webhook-Id; without one, the body's hash dedupes exact repeats.
+    let webhook_id = webhook_id.unwrap_or_else(|| format!("sha256:{}", signature::sign(b"", &body)));
+    let span = tracing::Span::current();
+    span.record("event_type", event.event_type.as_str());
+    if let Some(m) = event.message_id() {
+        span.record("message_id", m);
+    }
+
+    let initial = if event.kind().is_none() {
+        status::IGNORED
+    } else if event.is_caused_by(&state.bot_user_id) {
+        status::OWN
+    } else {
+        status::RECEIVED
+    };
+    let new = NewEvent {
+        webhook_id: &webhook_id,
+        api_key,
+        event_type: &event.event_type,
+        status: initial,
+        message_id: event.message_id(),
+        cid: event.cid(),
+        user_id: event.subject_user_id(),
+        payload,
+    };
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    let inserted = state.store.insert_event(&new).await.map_err(|e| unavailable(&e))?;
+    let (event_id, status) = match inserted {
+        Inserted::New(id) if initial != status::RECEIVED => {
+            let status = if initial == status::IGNORED { "ignored" } else { "own" };
+            tracing::info!(status, "recorded, not scored");
+            return Ok(Receipt { status, webhook_id, event_id: id });
+        }
+        Inserted::New(id) => (id, status::RECEIVED.to_owned()),
+        Inserted::Duplicate { id, status } => (id, status),
+    };
+    span.record("event_id", event_id);
+    if status != status::RECEIVED {
+        tracing::info!(%status, "duplicate delivery");
+        return Ok(Receipt {
+            status: "duplicate",
+            webhook_id,
+            event_id,
+        });
+    }
+    // New, or stored by an earlier delivery that failed before it was queued: enqueue under a key
+    // that makes concurrent deliveries one job.
+    enqueue_first_attempt(&state.store, state.queue.as_ref(), event_id, &webhook_id, chrono::Utc::now())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::info!("queued");
+    Ok(Receipt {
+        status: "queued",
+        webhook_id,
+        event_id,
+    })
+}
+
+/// Puts attempt 1 of an event on the queue and marks it queued.
+pub async fn enqueue_first_attempt(
+    store: &Store,
+    queue: &dyn JobQueue,
+    event_id: i64,
+    webhook_id: &str,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let job = ScoreJob {
+        event_id,
+        webhook_id: webhook_id.to_owned(),
+        attempt: 1,
+        received_at,
+    };
+    let opts = EnqueueOptions {
+        idempotency_key: Some(crate::queue::idempotency_key(webhook_id, 1)),
+        delay: None,
+    };
+    queue.enqueue(&job, opts).await?;
+    store.set_event_status(event_id, status::QUEUED, None).await?;
+    Ok(())
+}
+
+/// Enqueues events that were stored but never queued (a crash between the two steps).
+pub async fn requeue_unqueued(store: &Store, queue: &dyn JobQueue) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut n = 0;
+    loop {
+        let rows = store.list_unqueued_events(500).await?;
+        if rows.is_empty() {
+            return Ok(n);
+        }
+        for row in rows {
+            enqueue_first_attempt(store, queue, row.id, &row.webhook_id, row.received_at).await?;
+            n += 1;
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use apalis::prelude::{BoxDynError, Data, Task, TaskBuilder};
+use futures::FutureExt;
 use tracing::Instrument;
 
 use super::{EnqueueOptions, JobQueue, ScoreJob};
@@ -61,7 +62,11 @@ pub(super) async fn handle(job: ScoreJob, ctx: Data<Arc<JobContext>>) -> Result<
         attempt = job.attempt,
         message_id = tracing::field::Empty,
     );
-    ctx.run(job).instrument(span).await.map_err(Into::into)
+    // A panic becomes an error, so apalis records the failure instead of losing the worker.
+    match std::panic::AssertUnwindSafe(ctx.run(job).instrument(span)).catch_unwind().await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err("job panicked".into()),
+    }
 }
 
 impl JobContext {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::QueueConfig;
 use crate::store::{Db, Store};
 
-pub use job::JobContext;
+pub use job::{JobContext, idempotency_key};
 
 /// The apalis queue (its `job_type`) that carries scoring jobs.
 pub const SCORE_QUEUE: &str = "chatguard.score_message";

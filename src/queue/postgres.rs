@@ -94,7 +94,6 @@ pub async fn run_worker(
         .backend(storage.with_pubsub())
         .data(ctx)
         .concurrency(config.concurrency)
-        .catch_panic()
         .build(job::handle)
         .run_until(signal)
         .await

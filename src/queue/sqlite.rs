@@ -97,7 +97,6 @@ pub async fn run_worker(
                 .backend(storage.poll_with_stream(wake))
                 .data(ctx)
                 .concurrency(config.concurrency)
-                .catch_panic()
                 .build(job::handle)
                 .run_until(signal)
                 .await
@@ -107,7 +106,6 @@ pub async fn run_worker(
                 .backend(storage)
                 .data(ctx)
                 .concurrency(config.concurrency)
-                .catch_panic()
                 .build(job::handle)
                 .run_until(signal)
                 .await

@@ -1,0 +1,72 @@
+//! The `chatguard` command line.
+
+pub mod replay;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use replay::ReplayArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chatguard",
+    version,
+    about = "Self-hosted moderation worker for Stream Chat webhooks",
+    long_about = "chatguard receives Stream Chat webhooks, verifies and queues them durably, scores each \
+                  message with the rules in rules/, decides allow | flag | block | ban, and records every \
+                  decision. With no configuration it runs on SQLite (./chatguard.db) in dry-run mode."
+)]
+pub struct Cli {
+    /// TOML file with settings (see config/default.toml); environment variables override it.
+    #[arg(long, global = true, env = "CHATGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook receiver and the scoring worker in one process.
+    Serve,
+    /// Run only the scoring worker; start one per machine to share one PostgreSQL.
+    Worker,
+    /// Create or upgrade the database tables (serve and worker also do this on start).
+    Migrate,
+    /// Sign fixture events and POST them to a running chatguard, printing each response.
+    Replay(ReplayArgs),
+    /// Print recent decisions, newest first.
+    Decisions {
+        /// How many decisions to print.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// One JSON object per line instead of a summary line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs that used up their attempts, or send them back to the queue.
+    DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadLetterAction>,
+    },
+    /// Validate rules/rules.toml and rules/policy.toml and report what they contain.
+    CheckRules,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// Show dead letters not yet retried (the default).
+    List {
+        /// Include those already sent back to the queue.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the queue with a fresh set of attempts.
+    Retry {
+        /// Dead-letter ids to retry; all pending ones when none is given.
+        ids: Vec<i64>,
+    },
+}
