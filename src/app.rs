@@ -58,6 +58,7 @@ pub struct Services {
 impl Services {
     /// Connects, migrates both our tables and the queue's, and loads the rules.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        crate::telemetry::metrics();
         let store = Store::connect(&config.database.url, config.database.max_connections).await?;
         store.migrate().await?;
         queue::migrate(&store).await?;

@@ -185,7 +185,7 @@ pub async fn enqueue_first_attempt(
         delay: None,
     };
     queue.enqueue(&job, opts).await?;
-    store.set_event_status(event_id, status::QUEUED, None).await?;
+    store.mark_queued(event_id).await?;
     Ok(())
 }
 

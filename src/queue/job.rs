@@ -129,14 +129,16 @@ impl JobContext {
             idempotency_key: Some(idempotency_key(&job.webhook_id, next.attempt)),
             delay: Some(delay),
         };
+        // Status first: once enqueued, the retry may run (and finish) at any moment.
+        self.store
+            .set_event_status(job.event_id, status::RETRYING, Some(error))
+            .await?;
         if let Err(e) = self.queue.enqueue(&next, opts).await {
             // Leave the failure to apalis, which re-runs the job rather than lose it.
             tracing::error!(error = %e, "could not enqueue the retry");
             return Err(StoreError::Db(sqlx::Error::Protocol(format!("enqueue retry: {e}"))));
         }
-        self.store
-            .set_event_status(job.event_id, status::RETRYING, Some(error))
-            .await
+        Ok(())
     }
 
     /// Scores and records a message event, or marks any other event processed.

@@ -191,6 +191,21 @@ impl Store {
         Ok(())
     }
 
+    /// Moves an event from `received` (or `dead`, when a dead letter is retried) to `queued`.
+    /// Conditional, because a fast worker may already have decided it.
+    pub async fn mark_queued(&self, id: i64) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => {
+            sqlx::query(
+                "update events set status = 'queued', updated_at = $2 where id = $1 and status in ('received', 'dead')",
+            )
+            .bind(id)
+            .bind(Utc::now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
     pub async fn get_event(&self, id: i64) -> Result<EventRow, StoreError> {
         let row: Option<EventRow> = on_pool!(&self.db, pool => sqlx::query_as(
             "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
@@ -415,7 +430,8 @@ impl Store {
         .await?))
     }
 
-    /// Marks a dead letter as sent back to the queue and its event as queued again.
+    /// Marks a dead letter as sent back to the queue and its event as queued again (unless a
+    /// worker has already picked it up).
     pub async fn mark_dead_letter_retried(&self, id: i64) -> Result<(), StoreError> {
         let now = Utc::now();
         on_pool!(&self.db, pool => {
@@ -428,7 +444,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             let event_id = event_id.ok_or(StoreError::NotFound)?;
-            sqlx::query("update events set status = 'queued', updated_at = $2 where id = $1")
+            sqlx::query("update events set status = 'queued', updated_at = $2 where id = $1 and status = 'dead'")
                 .bind(event_id)
                 .bind(now)
                 .execute(&mut *tx)

@@ -1,0 +1,7 @@
+//! One integration-test binary. Every test runs on SQLite; the `postgres` variants run when
+//! `TEST_POSTGRES_URL` is set (and must run under CI).
+
+mod helpers;
+
+mod ingest;
+mod pipeline;
