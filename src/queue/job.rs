@@ -48,7 +48,12 @@ pub(super) fn build_task(job: &ScoreJob, opts: &EnqueueOptions) -> Task<ScoreJob
         builder = builder.idempotency_key(key);
     }
     if let Some(delay) = opts.delay {
-        builder = builder.run_after(delay);
+        // apalis stores whole seconds and `run_after` truncates; round up so that a retry never
+        // runs before its backoff has passed.
+        let at = (std::time::SystemTime::now() + delay)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        builder = builder.run_at_timestamp(at.as_secs() + u64::from(at.subsec_nanos() > 0));
     }
     builder.build()
 }

@@ -233,6 +233,15 @@ pub async fn wait_settled(store: &Store) {
     .await
 }
 
+/// Waits until the queue has nothing waiting or running (acks are written in batches, so a job's
+/// row can finish a moment after its decision).
+pub async fn wait_queue_empty(app: &TestApp) {
+    eventually(Duration::from_secs(10), "an empty queue", || async {
+        (app.services.queue.depth().await.ok()? == 0).then_some(())
+    })
+    .await
+}
+
 /// Runs `body` against each backend available.
 #[macro_export]
 macro_rules! both_backends {

@@ -80,7 +80,7 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
         assert_eq!(event.status, status, "{file}");
     }
     assert_eq!(app.store().count_decisions().await.unwrap(), 7);
-    assert_eq!(app.services.queue.depth().await.unwrap(), 0);
+    wait_queue_empty(&app).await;
     app.stop().await;
 }
 both_backends!(every_fixture, every_fixture_is_decided_as_expected);
