@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::api;
 use crate::config::{Config, DEV_API_KEY};
 use crate::engine::{RuleSet, RulesError, Scorer};
 use crate::ingest::{self, IngestState};
 use crate::policy::{Policy, PolicyError};
 use crate::queue::{self, JobContext, JobQueue, QueueError};
 use crate::store::{Store, StoreError};
-use crate::api;
 
 /// The setting under which dry-run keeps its generated webhook secret.
 pub const DEV_SECRET_SETTING: &str = "dev_webhook_secret";
@@ -93,13 +93,19 @@ impl Services {
             "dry-run: STREAM_API_KEY/STREAM_API_SECRET are not set, so nothing is sent to Stream; \
              webhooks must be signed with this development key and secret"
         );
-        Ok(HashMap::from([(DEV_API_KEY.to_owned(), SecretString::from(secret))]))
+        Ok(HashMap::from([(
+            DEV_API_KEY.to_owned(),
+            SecretString::from(secret),
+        )]))
     }
 
     /// The dry-run development secret, created on first use.
     pub async fn dev_secret(&self) -> Result<String, StartError> {
         let fresh = hex::encode(rand::random::<[u8; 32]>());
-        Ok(self.store.get_or_insert_setting(DEV_SECRET_SETTING, &fresh).await?)
+        Ok(self
+            .store
+            .get_or_insert_setting(DEV_SECRET_SETTING, &fresh)
+            .await?)
     }
 
     pub fn job_context(&self) -> Arc<JobContext> {

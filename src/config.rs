@@ -151,10 +151,12 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+            let overlay: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Toml {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
             merge(&mut table, overlay);
         }
         for (var, value) in env {
@@ -170,7 +172,10 @@ impl Config {
     /// Checks ranges and combinations; the error names the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = self.database.url.as_str();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::Invalid {
                 key: "database.url (CHATGUARD_DATABASE_URL)",
                 message: "must start with sqlite: or postgres://".into(),
@@ -191,13 +196,12 @@ impl Config {
             }
             _ => {}
         }
-        for (key, secret) in self
-            .stream
-            .apps
-            .iter()
-            .map(|(k, s)| (k.as_str(), s))
-            .chain(self.stream.api_key.as_deref().zip(self.stream.api_secret.as_ref()))
-        {
+        for (key, secret) in self.stream.apps.iter().map(|(k, s)| (k.as_str(), s)).chain(
+            self.stream
+                .api_key
+                .as_deref()
+                .zip(self.stream.api_secret.as_ref()),
+        ) {
             if key.trim().is_empty() || secret.expose_secret().trim().is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "stream.apps (CHATGUARD_STREAM_APPS)",
@@ -205,7 +209,9 @@ impl Config {
                 });
             }
         }
-        if !(self.stream.base_url.starts_with("https://") || self.stream.base_url.starts_with("http://")) {
+        if !(self.stream.base_url.starts_with("https://")
+            || self.stream.base_url.starts_with("http://"))
+        {
             return Err(ConfigError::Invalid {
                 key: "stream.base_url (STREAM_BASE_URL)",
                 message: format!("{:?} is not an http(s) URL", self.stream.base_url),
@@ -219,8 +225,14 @@ impl Config {
         }
         let positive = [
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
-            ("server.max_decompressed_bytes", self.server.max_decompressed_bytes as u64),
-            ("database.max_connections", u64::from(self.database.max_connections)),
+            (
+                "server.max_decompressed_bytes",
+                self.server.max_decompressed_bytes as u64,
+            ),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
             ("queue.concurrency", self.queue.concurrency as u64),
             ("queue.batch_size", self.queue.batch_size as u64),
             ("queue.max_attempts", u64::from(self.queue.max_attempts)),
@@ -288,7 +300,11 @@ impl Config {
     }
 
     pub fn retry_delay(&self, attempt: u32) -> Duration {
-        retry_delay(self.queue.retry_base_secs, self.queue.retry_max_secs, attempt)
+        retry_delay(
+            self.queue.retry_base_secs,
+            self.queue.retry_max_secs,
+            attempt,
+        )
     }
 
     /// A one-line summary for the start-up log, with no secrets in it.
@@ -298,7 +314,11 @@ impl Config {
             self.server.listen,
             redact_url(&self.database.url),
             self.rules.dir.display(),
-            self.stream_apps().iter().map(|a| a.api_key.as_str()).collect::<Vec<_>>().join(","),
+            self.stream_apps()
+                .iter()
+                .map(|a| a.api_key.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             self.dry_run(),
             self.queue.run_worker,
             self.queue.concurrency,
@@ -379,21 +399,25 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
                     var: var.to_owned(),
                     message: "expected key1=secret1,key2=secret2".into(),
                 })?;
-                apps.insert(key.trim().to_owned(), toml::Value::String(secret.trim().to_owned()));
+                apps.insert(
+                    key.trim().to_owned(),
+                    toml::Value::String(secret.trim().to_owned()),
+                );
             }
             set(table, "stream", "apps", toml::Value::Table(apps));
         }
         "CHATGUARD_CONFIG" => {}
         _ => {
-            if let Some(rest) = var.strip_prefix("CHATGUARD_") {
-                if let Some((section, key)) = rest.split_once("__") {
-                    set(
-                        table,
-                        &section.to_ascii_lowercase(),
-                        &key.to_ascii_lowercase(),
-                        scalar(value),
-                    );
-                }
+            if let Some((section, key)) = var
+                .strip_prefix("CHATGUARD_")
+                .and_then(|r| r.split_once("__"))
+            {
+                set(
+                    table,
+                    &section.to_ascii_lowercase(),
+                    &key.to_ascii_lowercase(),
+                    scalar(value),
+                );
             }
         }
     }
@@ -405,7 +429,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -445,13 +472,16 @@ mod tests {
     fn errors_name_the_bad_setting() {
         let err = Config::load_from(None, env(&[("STREAM_API_KEY", "k")])).unwrap_err();
         assert!(err.to_string().contains("STREAM_API_SECRET"), "{err}");
-        let err = Config::load_from(None, env(&[("CHATGUARD_DATABASE_URL", "mysql://x")])).unwrap_err();
+        let err =
+            Config::load_from(None, env(&[("CHATGUARD_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("CHATGUARD_DATABASE_URL"), "{err}");
         let err = Config::load_from(None, env(&[("CHATGUARD_LISTEN", "nope")])).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
-        let err = Config::load_from(None, env(&[("CHATGUARD_QUEUE__CONCURENCY", "3")])).unwrap_err();
+        let err =
+            Config::load_from(None, env(&[("CHATGUARD_QUEUE__CONCURENCY", "3")])).unwrap_err();
         assert!(err.to_string().contains("concurency"), "{err}");
-        let err = Config::load_from(None, env(&[("CHATGUARD_STREAM_APPS", "novalue")])).unwrap_err();
+        let err =
+            Config::load_from(None, env(&[("CHATGUARD_STREAM_APPS", "novalue")])).unwrap_err();
         assert!(err.to_string().contains("CHATGUARD_STREAM_APPS"), "{err}");
     }
 
@@ -460,7 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[queue]\nconcurrency = 7\nmax_attempts = 9\n").unwrap();
-        let c = Config::load_from(Some(&path), env(&[("CHATGUARD_QUEUE__MAX_ATTEMPTS", "2")])).unwrap();
+        let c =
+            Config::load_from(Some(&path), env(&[("CHATGUARD_QUEUE__MAX_ATTEMPTS", "2")])).unwrap();
         assert_eq!(c.queue.concurrency, 7);
         assert_eq!(c.queue.max_attempts, 2);
         std::fs::write(&path, "[queue\n").unwrap();
@@ -479,7 +510,10 @@ mod tests {
 
     #[test]
     fn redacts_database_password() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("sqlite:chatguard.db"), "sqlite:chatguard.db");
     }
 }

@@ -2,9 +2,9 @@
 //! here. Bodies are `{"error":{"code","message"}}`; a bad signature gets a bare 401 (Stream does
 //! not retry a 401), and storage failures get 503 so that Stream retries the delivery.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +51,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => "temporarily unavailable; retry".to_owned(),
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({"error": {"code": self.code(), "message": message}}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": {"code": self.code(), "message": message}})),
+        )
+            .into_response()
     }
 }

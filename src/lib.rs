@@ -4,16 +4,16 @@
 //! hands it to a worker, [`engine`] scores it, [`policy`] decides, [`actions`] says what is (or
 //! would be) done, [`store`] keeps the decision log, and [`api`] serves health and metrics.
 
-pub mod config;
-pub mod domain;
-pub mod engine;
-pub mod ingest;
-pub mod policy;
-pub mod store;
 pub mod actions;
-pub mod queue;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
 pub mod error;
+pub mod ingest;
+pub mod policy;
+pub mod queue;
+pub mod store;
 pub mod telemetry;

@@ -50,7 +50,14 @@ async fn main() -> anyhow::Result<()> {
                     (key.unwrap_or_else(|| DEV_API_KEY.to_owned()), secret)
                 }
             };
-            let results = replay::replay(&files, &url, &api_key, &secret, args.webhook_id_prefix.as_deref()).await?;
+            let results = replay::replay(
+                &files,
+                &url,
+                &api_key,
+                &secret,
+                args.webhook_id_prefix.as_deref(),
+            )
+            .await?;
             let mut failed = 0;
             for r in &results {
                 println!("{}\t{}\t{}", r.path.display(), r.status, r.body);
@@ -84,7 +91,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::DeadLetters { action } => {
             let services = Services::start(config).await?;
-            match action.unwrap_or(DeadLetterAction::List { all: false, json: false }) {
+            match action.unwrap_or(DeadLetterAction::List {
+                all: false,
+                json: false,
+            }) {
                 DeadLetterAction::List { all, json } => {
                     let rows = services.store.list_dead_letters(all).await?;
                     if rows.is_empty() && !json {
@@ -118,7 +128,10 @@ async fn main() -> anyhow::Result<()> {
                                 bail!("dead letter #{id} does not exist or was already retried");
                             }
                         }
-                        pending.into_iter().filter(|r| ids.contains(&r.id)).collect()
+                        pending
+                            .into_iter()
+                            .filter(|r| ids.contains(&r.id))
+                            .collect()
                     };
                     for r in &chosen {
                         let job = queue::ScoreJob {
@@ -128,7 +141,10 @@ async fn main() -> anyhow::Result<()> {
                             received_at: chrono::Utc::now(),
                         };
                         // No idempotency key: earlier attempts of this event used theirs.
-                        services.queue.enqueue(&job, queue::EnqueueOptions::default()).await?;
+                        services
+                            .queue
+                            .enqueue(&job, queue::EnqueueOptions::default())
+                            .await?;
                         services.store.mark_dead_letter_retried(r.id).await?;
                         println!("dead letter #{} (event {}) queued again", r.id, r.event_id);
                     }
@@ -138,16 +154,31 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::CheckRules => {
             let dir = &config.rules.dir;
-            let rules = RuleSet::load(dir).with_context(|| format!("rules in {}", dir.display()))?;
-            let policy = Policy::load(dir).with_context(|| format!("policy in {}", dir.display()))?;
-            println!("{}: {} rules", dir.join("rules.toml").display(), rules.len());
+            let rules =
+                RuleSet::load(dir).with_context(|| format!("rules in {}", dir.display()))?;
+            let policy =
+                Policy::load(dir).with_context(|| format!("policy in {}", dir.display()))?;
+            println!(
+                "{}: {} rules",
+                dir.join("rules.toml").display(),
+                rules.len()
+            );
             for (category, n) in rules.counts() {
                 println!("  {:<9} {n}", category.as_str());
             }
-            println!("{}: version {}", dir.join("policy.toml").display(), policy.version);
+            println!(
+                "{}: version {}",
+                dir.join("policy.toml").display(),
+                policy.version
+            );
             for category in chatguard::domain::Category::ALL {
                 let t = policy.threshold(category);
-                println!("  {:<9} flag ≥ {} block ≥ {}", category.as_str(), t.flag, t.block);
+                println!(
+                    "  {:<9} flag ≥ {} block ≥ {}",
+                    category.as_str(),
+                    t.flag,
+                    t.block
+                );
             }
             let apps = config.stream_apps();
             println!(
@@ -155,7 +186,14 @@ async fn main() -> anyhow::Result<()> {
                 if apps.is_empty() {
                     "dry-run (no credentials)".to_owned()
                 } else {
-                    format!("{} app(s): {}", apps.len(), apps.iter().map(|a| a.api_key.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "{} app(s): {}",
+                        apps.len(),
+                        apps.iter()
+                            .map(|a| a.api_key.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             );
         }

@@ -32,8 +32,14 @@ pub fn plan(decision: Decision, event: &ChatEvent) -> PlannedAction {
     let m = message_id.as_deref().unwrap_or("?");
     let (kind, description) = match decision {
         Decision::Allow => (ActionKind::None, "nothing".to_owned()),
-        Decision::Flag => (ActionKind::FlagMessage, format!("flag message {m} for review")),
-        Decision::Block => (ActionKind::DeleteMessage, format!("hard-delete message {m}")),
+        Decision::Flag => (
+            ActionKind::FlagMessage,
+            format!("flag message {m} for review"),
+        ),
+        Decision::Block => (
+            ActionKind::DeleteMessage,
+            format!("hard-delete message {m}"),
+        ),
         Decision::Ban => (
             ActionKind::BanUser,
             format!(

@@ -97,10 +97,11 @@ pub async fn replay(
         })?;
         let gzipped = body::is_gzip(&raw);
         // Stream signs the uncompressed JSON (stream-api.md §1.4).
-        let plain = body::decode(raw.clone().into(), usize::MAX / 2).map_err(|e| ReplayError::Body {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let plain =
+            body::decode(raw.clone().into(), usize::MAX / 2).map_err(|e| ReplayError::Body {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         let webhook_id = match webhook_id_prefix {
             Some(prefix) => format!(
                 "{prefix}{}",

@@ -33,7 +33,10 @@ impl EventKind {
 
     /// Events whose message text is scored.
     pub fn is_scored(self) -> bool {
-        matches!(self, Self::MessageNew | Self::MessageUpdated | Self::MessageFlagged)
+        matches!(
+            self,
+            Self::MessageNew | Self::MessageUpdated | Self::MessageFlagged
+        )
     }
 }
 
@@ -161,7 +164,12 @@ impl ChatEvent {
         self.message_id
             .as_deref()
             .filter(|s| !s.is_empty())
-            .or_else(|| self.message.as_ref().map(|m| m.id.as_str()).filter(|s| !s.is_empty()))
+            .or_else(|| {
+                self.message
+                    .as_ref()
+                    .map(|m| m.id.as_str())
+                    .filter(|s| !s.is_empty())
+            })
     }
 
     /// The channel, from `cid`, `channel_type:channel_id` or the message.
@@ -177,16 +185,19 @@ impl ChatEvent {
 
     /// The channel type (`messaging`, `livestream`, …).
     pub fn channel_type(&self) -> Option<String> {
-        self.channel_type
-            .clone()
-            .or_else(|| self.cid().and_then(|c| c.split_once(':').map(|(t, _)| t.to_owned())))
+        self.channel_type.clone().or_else(|| {
+            self.cid()
+                .and_then(|c| c.split_once(':').map(|(t, _)| t.to_owned()))
+        })
     }
 
     /// The user the event is about: a message's author, or the banned or flagged user.
     pub fn subject_user_id(&self) -> Option<&str> {
         let id = match self.kind() {
             Some(EventKind::UserFlagged) => self.target_user.as_ref().map(|u| u.id.as_str()),
-            Some(EventKind::UserBanned | EventKind::UserUnbanned) => self.user.as_ref().map(|u| u.id.as_str()),
+            Some(EventKind::UserBanned | EventKind::UserUnbanned) => {
+                self.user.as_ref().map(|u| u.id.as_str())
+            }
             _ => self
                 .message
                 .as_ref()
@@ -217,7 +228,9 @@ impl ChatEvent {
 fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
     let value = Option::<Value>::deserialize(d)?;
     Ok(match value {
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
         Some(Value::Number(n)) => n.as_i64().map(|ns| Utc.timestamp_nanos(ns)),
         _ => None,
     })
@@ -229,9 +242,16 @@ mod tests {
 
     #[test]
     fn parses_rfc3339_and_nanosecond_timestamps() {
-        let a = ChatEvent::parse(br#"{"type":"message.new","created_at":"2019-04-24T10:51:28.142291+02:00"}"#).unwrap();
-        assert_eq!(a.created_at.unwrap().to_rfc3339(), "2019-04-24T08:51:28.142291+00:00");
-        let b = ChatEvent::parse(br#"{"type":"message.new","created_at":1778198400000000000}"#).unwrap();
+        let a = ChatEvent::parse(
+            br#"{"type":"message.new","created_at":"2019-04-24T10:51:28.142291+02:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a.created_at.unwrap().to_rfc3339(),
+            "2019-04-24T08:51:28.142291+00:00"
+        );
+        let b = ChatEvent::parse(br#"{"type":"message.new","created_at":1778198400000000000}"#)
+            .unwrap();
         assert_eq!(b.created_at.unwrap().timestamp(), 1_778_198_400);
         let c = ChatEvent::parse(br#"{"type":"message.new","created_at":"garbage"}"#).unwrap();
         assert!(c.created_at.is_none());
@@ -239,21 +259,43 @@ mod tests {
 
     #[test]
     fn custom_fields_flat_or_nested() {
-        let flat = ChatEvent::parse(br#"{"type":"user.banned","created_by":{"id":"t","awesome":true}}"#).unwrap();
-        let nested =
-            ChatEvent::parse(br#"{"type":"user.banned","created_by":{"id":"t","custom":{"awesome":true}}}"#).unwrap();
+        let flat =
+            ChatEvent::parse(br#"{"type":"user.banned","created_by":{"id":"t","awesome":true}}"#)
+                .unwrap();
+        let nested = ChatEvent::parse(
+            br#"{"type":"user.banned","created_by":{"id":"t","custom":{"awesome":true}}}"#,
+        )
+        .unwrap();
         for e in [flat, nested] {
-            assert_eq!(e.created_by.unwrap().custom_field("awesome"), Some(&Value::Bool(true)));
+            assert_eq!(
+                e.created_by.unwrap().custom_field("awesome"),
+                Some(&Value::Bool(true))
+            );
         }
     }
 
     #[test]
     fn rejects_non_events() {
-        assert!(matches!(ChatEvent::parse(b"{nope"), Err(EventParseError::Json(_))));
-        assert!(matches!(ChatEvent::parse(b"[1]"), Err(EventParseError::NotObject)));
-        assert!(matches!(ChatEvent::parse(br#"{"a":1}"#), Err(EventParseError::MissingType)));
-        assert!(matches!(ChatEvent::parse(br#"{"type":""}"#), Err(EventParseError::MissingType)));
-        assert!(matches!(ChatEvent::parse(br#"{"type":"message.new","message":5}"#), Err(EventParseError::Shape(_))));
+        assert!(matches!(
+            ChatEvent::parse(b"{nope"),
+            Err(EventParseError::Json(_))
+        ));
+        assert!(matches!(
+            ChatEvent::parse(b"[1]"),
+            Err(EventParseError::NotObject)
+        ));
+        assert!(matches!(
+            ChatEvent::parse(br#"{"a":1}"#),
+            Err(EventParseError::MissingType)
+        ));
+        assert!(matches!(
+            ChatEvent::parse(br#"{"type":""}"#),
+            Err(EventParseError::MissingType)
+        ));
+        assert!(matches!(
+            ChatEvent::parse(br#"{"type":"message.new","message":5}"#),
+            Err(EventParseError::Shape(_))
+        ));
     }
 
     #[test]
@@ -269,8 +311,10 @@ mod tests {
         assert_eq!(e.subject_user_id(), Some("chatguard-bot"));
         assert!(e.is_caused_by("chatguard-bot"));
         assert!(!e.is_caused_by("someone-else"));
-        let ban = ChatEvent::parse(br#"{"type":"user.banned","user":{"id":"u"},"created_by":{"id":"chatguard-bot"}}"#)
-            .unwrap();
+        let ban = ChatEvent::parse(
+            br#"{"type":"user.banned","user":{"id":"u"},"created_by":{"id":"chatguard-bot"}}"#,
+        )
+        .unwrap();
         assert_eq!(ban.subject_user_id(), Some("u"));
         assert!(ban.is_caused_by("chatguard-bot"));
     }

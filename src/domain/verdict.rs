@@ -30,7 +30,9 @@ impl std::str::FromStr for Category {
             "toxicity" => Ok(Category::Toxicity),
             "spam" => Ok(Category::Spam),
             "explicit" => Ok(Category::Explicit),
-            other => Err(format!("unknown category {other:?} (expected toxicity, spam or explicit)")),
+            other => Err(format!(
+                "unknown category {other:?} (expected toxicity, spam or explicit)"
+            )),
         }
     }
 }
@@ -110,7 +112,9 @@ impl std::str::FromStr for Decision {
             "flag" => Ok(Decision::Flag),
             "block" => Ok(Decision::Block),
             "ban" => Ok(Decision::Ban),
-            other => Err(format!("unknown decision {other:?} (expected allow, flag, block or ban)")),
+            other => Err(format!(
+                "unknown decision {other:?} (expected allow, flag, block or ban)"
+            )),
         }
     }
 }

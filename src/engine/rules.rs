@@ -22,7 +22,11 @@ pub enum RulesError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: rule {id:?}: {message}")]
-    Rule { path: PathBuf, id: String, message: String },
+    Rule {
+        path: PathBuf,
+        id: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +104,12 @@ impl RuleSet {
             if !(spec.score > 0.0 && spec.score <= 1.0) {
                 return Err(err(format!("score {} is not in (0, 1]", spec.score)));
             }
-            let action = spec.action.as_deref().map(str::parse::<Decision>).transpose().map_err(err)?;
+            let action = spec
+                .action
+                .as_deref()
+                .map(str::parse::<Decision>)
+                .transpose()
+                .map_err(err)?;
             let regex = Regex::new(&spec.pattern).map_err(|e| err(format!("bad pattern: {e}")))?;
             let _ = &spec.description;
             rules.push(Rule {
@@ -112,9 +121,11 @@ impl RuleSet {
                 regex,
             });
         }
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| RulesError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
+        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| {
+            RulesError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }
         })?;
         Ok(Self { set, rules })
     }
@@ -142,11 +153,15 @@ impl Scorer for RuleSet {
         for index in self.set.matches(text).iter() {
             let rule = &self.rules[index];
             if !rule.channel_types.is_empty()
-                && !ctx.channel_type.is_some_and(|t| rule.channel_types.iter().any(|c| c == t))
+                && !ctx
+                    .channel_type
+                    .is_some_and(|t| rule.channel_types.iter().any(|c| c == t))
             {
                 continue;
             }
-            let Some(m) = rule.regex.find(text) else { continue };
+            let Some(m) = rule.regex.find(text) else {
+                continue;
+            };
             let score = out.scores.get_mut(rule.category);
             *score = 1.0 - (1.0 - *score) * (1.0 - rule.score);
             out.matches.push(RuleMatch {
@@ -201,14 +216,23 @@ mod tests {
     #[test]
     fn channel_scope_limits_rules() {
         let s = set();
-        assert_eq!(s.assess("free stuff", &ScoreContext::default()).scores.spam, 0.0);
-        let ctx = ScoreContext { channel_type: Some("livestream") };
+        assert_eq!(
+            s.assess("free stuff", &ScoreContext::default()).scores.spam,
+            0.0
+        );
+        let ctx = ScoreContext {
+            channel_type: Some("livestream"),
+        };
         assert!((s.assess("free stuff", &ctx).scores.spam - 0.3).abs() < 1e-9);
     }
 
     #[test]
     fn bad_rules_are_rejected_with_their_id() {
-        let bad = |t: &str| RuleSet::parse(t, Path::new("r.toml")).unwrap_err().to_string();
+        let bad = |t: &str| {
+            RuleSet::parse(t, Path::new("r.toml"))
+                .unwrap_err()
+                .to_string()
+        };
         let e = bad("[[rule]]\nid='x'\ncategory='toxicity'\npattern='('\nscore=0.5\n");
         assert!(e.contains("\"x\"") && e.contains("bad pattern"), "{e}");
         let e = bad("[[rule]]\nid='y'\ncategory='rude'\npattern='a'\nscore=0.5\n");
@@ -225,19 +249,39 @@ mod tests {
         let s = RuleSet::load(&dir).unwrap();
         assert!(s.counts().iter().all(|(_, n)| *n >= 3));
         let ctx = ScoreContext::default();
-        let clean = s.assess("gg everyone, anyone up for another ranked match tonight?", &ctx);
+        let clean = s.assess(
+            "gg everyone, anyone up for another ranked match tonight?",
+            &ctx,
+        );
         assert_eq!(clean.matches, vec![]);
         for (text, cat) in [
-            ("you are a worthless idiot, nobody wants you here. kill yourself", Category::Toxicity),
-            ("FREE V-BUCKS!!! Claim your prize now at https://bit.ly/free-vbucks-now", Category::Spam),
-            ("send nudes baby, i want to see you naked", Category::Explicit),
+            (
+                "you are a worthless idiot, nobody wants you here. kill yourself",
+                Category::Toxicity,
+            ),
+            (
+                "FREE V-BUCKS!!! Claim your prize now at https://bit.ly/free-vbucks-now",
+                Category::Spam,
+            ),
+            (
+                "send nudes baby, i want to see you naked",
+                Category::Explicit,
+            ),
         ] {
             let a = s.assess(text, &ctx);
             assert!(a.scores.get(cat) >= 0.8, "{text}: {a:?}");
         }
-        for text in ["kill the boss first", "that play was sick", "I hate Mondays", "Scunthorpe United won"] {
+        for text in [
+            "kill the boss first",
+            "that play was sick",
+            "I hate Mondays",
+            "Scunthorpe United won",
+        ] {
             let a = s.assess(text, &ctx);
-            assert!(Category::ALL.iter().all(|c| a.scores.get(*c) < 0.6), "{text}: {a:?}");
+            assert!(
+                Category::ALL.iter().all(|c| a.scores.get(*c) < 0.6),
+                "{text}: {a:?}"
+            );
         }
     }
 }

@@ -32,7 +32,9 @@ pub fn decode(body: Bytes, max_decompressed: usize) -> Result<Bytes, BodyError> 
         .read_to_end(&mut out)
         .map_err(|e| BodyError::BadGzip(e.to_string()))?;
     if out.len() > max_decompressed {
-        return Err(BodyError::TooLarge { limit: max_decompressed });
+        return Err(BodyError::TooLarge {
+            limit: max_decompressed,
+        });
     }
     Ok(Bytes::from(out))
 }
@@ -51,25 +53,37 @@ mod tests {
 
     #[test]
     fn plain_body_passes_through() {
-        assert_eq!(decode(Bytes::from_static(b"{\"a\":1}"), 10).unwrap(), &b"{\"a\":1}"[..]);
+        assert_eq!(
+            decode(Bytes::from_static(b"{\"a\":1}"), 10).unwrap(),
+            &b"{\"a\":1}"[..]
+        );
     }
 
     #[test]
     fn gzip_body_is_decompressed() {
-        assert_eq!(decode(gzip(b"{\"type\":\"x\"}"), 100).unwrap(), &b"{\"type\":\"x\"}"[..]);
+        assert_eq!(
+            decode(gzip(b"{\"type\":\"x\"}"), 100).unwrap(),
+            &b"{\"type\":\"x\"}"[..]
+        );
     }
 
     #[test]
     fn gzip_bomb_is_refused() {
         let bomb = gzip(&vec![b'a'; 10 * 1024 * 1024]);
         assert!(bomb.len() < 20 * 1024);
-        assert_eq!(decode(bomb, 1024 * 1024), Err(BodyError::TooLarge { limit: 1024 * 1024 }));
+        assert_eq!(
+            decode(bomb, 1024 * 1024),
+            Err(BodyError::TooLarge { limit: 1024 * 1024 })
+        );
         assert_eq!(decode(gzip(&[b'a'; 100]), 100).unwrap().len(), 100);
     }
 
     #[test]
     fn truncated_gzip_is_bad() {
         let g = gzip(b"{\"type\":\"message.new\",\"text\":\"hello there\"}");
-        assert!(matches!(decode(g.slice(..g.len() / 2), 1000), Err(BodyError::BadGzip(_))));
+        assert!(matches!(
+            decode(g.slice(..g.len() / 2), 1000),
+            Err(BodyError::BadGzip(_))
+        ));
     }
 }

@@ -64,7 +64,9 @@ async fn receive(
         event_id = tracing::field::Empty,
         message_id = tracing::field::Empty,
     );
-    let result = accept(&state, &headers, webhook_id, body).instrument(span).await;
+    let result = accept(&state, &headers, webhook_id, body)
+        .instrument(span)
+        .await;
     let outcome = match &result {
         Ok(r) => r.status,
         Err(ApiError::Unauthorized) => "unauthorized",
@@ -77,7 +79,11 @@ async fn receive(
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 async fn accept(
@@ -102,14 +108,21 @@ async fn accept(
         body::BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         body::BodyError::BadGzip(_) => ApiError::BadRequest(e.to_string()),
     })?;
-    signature::verify(secret.expose_secret().as_bytes(), &body, header(headers, "x-signature")).map_err(|e| {
+    signature::verify(
+        secret.expose_secret().as_bytes(),
+        &body,
+        header(headers, "x-signature"),
+    )
+    .map_err(|e| {
         tracing::warn!(reason = %e, "webhook signature rejected");
         ApiError::Unauthorized
     })?;
     let event = ChatEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let payload = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
+    let payload =
+        std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
     // Stream always sends X-Webhook-Id; without one, the body's hash dedupes exact repeats.
-    let webhook_id = webhook_id.unwrap_or_else(|| format!("sha256:{}", signature::sign(b"", &body)));
+    let webhook_id =
+        webhook_id.unwrap_or_else(|| format!("sha256:{}", signature::sign(b"", &body)));
     let span = tracing::Span::current();
     span.record("event_type", event.event_type.as_str());
     if let Some(m) = event.message_id() {
@@ -134,12 +147,24 @@ async fn accept(
         payload,
     };
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
-    let inserted = state.store.insert_event(&new).await.map_err(|e| unavailable(&e))?;
+    let inserted = state
+        .store
+        .insert_event(&new)
+        .await
+        .map_err(|e| unavailable(&e))?;
     let (event_id, status) = match inserted {
         Inserted::New(id) if initial != status::RECEIVED => {
-            let status = if initial == status::IGNORED { "ignored" } else { "own" };
+            let status = if initial == status::IGNORED {
+                "ignored"
+            } else {
+                "own"
+            };
             tracing::info!(status, "recorded, not scored");
-            return Ok(Receipt { status, webhook_id, event_id: id });
+            return Ok(Receipt {
+                status,
+                webhook_id,
+                event_id: id,
+            });
         }
         Inserted::New(id) => (id, status::RECEIVED.to_owned()),
         Inserted::Duplicate { id, status } => (id, status),
@@ -155,9 +180,15 @@ async fn accept(
     }
     // New, or stored by an earlier delivery that failed before it was queued: enqueue under a key
     // that makes concurrent deliveries one job.
-    enqueue_first_attempt(&state.store, state.queue.as_ref(), event_id, &webhook_id, chrono::Utc::now())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    enqueue_first_attempt(
+        &state.store,
+        state.queue.as_ref(),
+        event_id,
+        &webhook_id,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     tracing::info!("queued");
     Ok(Receipt {
         status: "queued",
@@ -190,7 +221,10 @@ pub async fn enqueue_first_attempt(
 }
 
 /// Enqueues events that were stored but never queued (a crash between the two steps).
-pub async fn requeue_unqueued(store: &Store, queue: &dyn JobQueue) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn requeue_unqueued(
+    store: &Store,
+    queue: &dyn JobQueue,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let mut n = 0;
     loop {
         let rows = store.list_unqueued_events(500).await?;

@@ -47,8 +47,16 @@ mod tests {
 
     /// The SDK test vectors from stream-api.md §1.3.
     const VECTORS: &[(&str, &str, &str)] = &[
-        ("porewqKAFDSAKZssecretsercretfads", "text", "d0b770e93a56adc3ee9ac5734533cc0acd71eea8e5e8204a28042ca0f60de1f3"),
-        ("porewqKAFDSAKZssecretsercretfads", r#"{"a":1}"#, "e527a6ad4993a4c9a30680c8be4b3eda1c36ab104f1f7d39c744bd27016a9624"),
+        (
+            "porewqKAFDSAKZssecretsercretfads",
+            "text",
+            "d0b770e93a56adc3ee9ac5734533cc0acd71eea8e5e8204a28042ca0f60de1f3",
+        ),
+        (
+            "porewqKAFDSAKZssecretsercretfads",
+            r#"{"a":1}"#,
+            "e527a6ad4993a4c9a30680c8be4b3eda1c36ab104f1f7d39c744bd27016a9624",
+        ),
         (
             "test_secret_do_not_use_in_production",
             r#"{"type":"message.new","created_at":1778198400000000000}"#,
@@ -69,18 +77,40 @@ mod tests {
     #[test]
     fn sdk_vectors_sign_and_verify() {
         for (secret, body, sig) in VECTORS {
-            assert_eq!(sign(secret.as_bytes(), body.as_bytes()), *sig, "body {body}");
-            assert_eq!(verify(secret.as_bytes(), body.as_bytes(), Some(sig)), Ok(()));
+            assert_eq!(
+                sign(secret.as_bytes(), body.as_bytes()),
+                *sig,
+                "body {body}"
+            );
+            assert_eq!(
+                verify(secret.as_bytes(), body.as_bytes(), Some(sig)),
+                Ok(())
+            );
         }
     }
 
     #[test]
     fn rejects_wrong_missing_and_malformed() {
         let (secret, body, sig) = VECTORS[1];
-        assert_eq!(verify(b"other", body.as_bytes(), Some(sig)), Err(SignatureError::Mismatch));
-        assert_eq!(verify(secret.as_bytes(), b"{\"a\":2}", Some(sig)), Err(SignatureError::Mismatch));
-        assert_eq!(verify(secret.as_bytes(), body.as_bytes(), None), Err(SignatureError::Missing));
-        assert_eq!(verify(secret.as_bytes(), body.as_bytes(), Some("zz")), Err(SignatureError::Malformed));
-        assert_eq!(verify(secret.as_bytes(), body.as_bytes(), Some(&sig[..62])), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(b"other", body.as_bytes(), Some(sig)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(secret.as_bytes(), b"{\"a\":2}", Some(sig)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(secret.as_bytes(), body.as_bytes(), None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(secret.as_bytes(), body.as_bytes(), Some("zz")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(secret.as_bytes(), body.as_bytes(), Some(&sig[..62])),
+            Err(SignatureError::Malformed)
+        );
     }
 }

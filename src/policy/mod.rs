@@ -83,7 +83,10 @@ impl Policy {
     }
 
     pub fn threshold(&self, c: Category) -> Threshold {
-        self.thresholds.get(&c).copied().unwrap_or(Threshold { flag: 1.0, block: 1.0 })
+        self.thresholds.get(&c).copied().unwrap_or(Threshold {
+            flag: 1.0,
+            block: 1.0,
+        })
     }
 
     /// The most severe outcome any category or rule calls for, with the reasons.
@@ -100,7 +103,11 @@ impl Policy {
             } else {
                 continue;
             };
-            reasons.push(format!("{} {score:.2} ≥ {} threshold {limit}", c.as_str(), level.as_str()));
+            reasons.push(format!(
+                "{} {score:.2} ≥ {} threshold {limit}",
+                c.as_str(),
+                level.as_str()
+            ));
             decision = decision.max(level);
         }
         for m in &a.matches {
@@ -137,7 +144,11 @@ mod tests {
 
     fn scores(toxicity: f64, spam: f64, explicit: f64) -> Assessment {
         Assessment {
-            scores: Scores { toxicity, spam, explicit },
+            scores: Scores {
+                toxicity,
+                spam,
+                explicit,
+            },
             matches: vec![],
         }
     }
@@ -178,21 +189,48 @@ mod tests {
 
     #[test]
     fn invalid_policies_are_rejected() {
-        let e = Policy::parse("version='x'\n[thresholds.toxicity]\nflag=0.9\nblock=0.5\n", Path::new("p"))
-            .unwrap_err()
-            .to_string();
+        let e = Policy::parse(
+            "version='x'\n[thresholds.toxicity]\nflag=0.9\nblock=0.5\n",
+            Path::new("p"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("flag ≤ block"), "{e}");
-        let e = Policy::parse("version='x'\n[thresholds.toxicity]\nflag=0.1\nblock=0.5\n", Path::new("p"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("spam is missing") || e.contains("explicit is missing"), "{e}");
+        let e = Policy::parse(
+            "version='x'\n[thresholds.toxicity]\nflag=0.1\nblock=0.5\n",
+            Path::new("p"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spam is missing") || e.contains("explicit is missing"),
+            "{e}"
+        );
     }
 
     #[test]
     fn shipped_policy_loads_with_documented_defaults() {
         let p = Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();
-        assert_eq!(p.threshold(Category::Explicit), Threshold { flag: 0.6, block: 0.8 });
-        assert_eq!(p.threshold(Category::Spam), Threshold { flag: 0.7, block: 0.9 });
-        assert_eq!(p.threshold(Category::Toxicity), Threshold { flag: 0.6, block: 0.85 });
+        assert_eq!(
+            p.threshold(Category::Explicit),
+            Threshold {
+                flag: 0.6,
+                block: 0.8
+            }
+        );
+        assert_eq!(
+            p.threshold(Category::Spam),
+            Threshold {
+                flag: 0.7,
+                block: 0.9
+            }
+        );
+        assert_eq!(
+            p.threshold(Category::Toxicity),
+            Threshold {
+                flag: 0.6,
+                block: 0.85
+            }
+        );
     }
 }

@@ -68,7 +68,10 @@ pub(super) async fn handle(job: ScoreJob, ctx: Data<Arc<JobContext>>) -> Result<
         message_id = tracing::field::Empty,
     );
     // A panic becomes an error, so apalis records the failure instead of losing the worker.
-    match std::panic::AssertUnwindSafe(ctx.run(job).instrument(span)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(ctx.run(job).instrument(span))
+        .catch_unwind()
+        .await
+    {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err("job panicked".into()),
     }
@@ -100,7 +103,8 @@ impl JobContext {
             .await?;
         match self.process(&event).await {
             Ok(outcome) => {
-                metrics::histogram!("chatguard_job_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("chatguard_job_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("chatguard_jobs_total", "outcome" => "ok").increment(1);
                 tracing::info!(outcome, "job done");
                 Ok(())
@@ -117,7 +121,11 @@ impl JobContext {
     async fn retry_or_bury(&self, job: &ScoreJob, error: &str) -> Result<(), StoreError> {
         let max = self.config.queue.max_attempts;
         if job.attempt >= max {
-            tracing::error!(error, attempts = job.attempt, "job failed for the last time; dead letter");
+            tracing::error!(
+                error,
+                attempts = job.attempt,
+                "job failed for the last time; dead letter"
+            );
             metrics::counter!("chatguard_dead_letters_total").increment(1);
             return self
                 .store
@@ -129,7 +137,11 @@ impl JobContext {
             attempt: job.attempt + 1,
             ..job.clone()
         };
-        tracing::warn!(error, retry_in_secs = delay.as_secs(), "job failed; retrying");
+        tracing::warn!(
+            error,
+            retry_in_secs = delay.as_secs(),
+            "job failed; retrying"
+        );
         let opts = EnqueueOptions {
             idempotency_key: Some(idempotency_key(&job.webhook_id, next.attempt)),
             delay: Some(delay),
@@ -141,7 +153,9 @@ impl JobContext {
         if let Err(e) = self.queue.enqueue(&next, opts).await {
             // Leave the failure to apalis, which re-runs the job rather than lose it.
             tracing::error!(error = %e, "could not enqueue the retry");
-            return Err(StoreError::Db(sqlx::Error::Protocol(format!("enqueue retry: {e}"))));
+            return Err(StoreError::Db(sqlx::Error::Protocol(format!(
+                "enqueue retry: {e}"
+            ))));
         }
         Ok(())
     }
@@ -151,7 +165,9 @@ impl JobContext {
         let event = ChatEvent::parse(row.payload.as_bytes())?;
         let scored = event.kind().is_some_and(|k| k.is_scored());
         let Some(text) = event.text().filter(|_| scored) else {
-            self.store.set_event_status(row.id, status::PROCESSED, None).await?;
+            self.store
+                .set_event_status(row.id, status::PROCESSED, None)
+                .await?;
             return Ok("processed");
         };
         let channel_type = event.channel_type();
@@ -186,7 +202,8 @@ impl JobContext {
             })
             .await?;
         if inserted {
-            metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str()).increment(1);
+            metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
+                .increment(1);
             tracing::info!(
                 decision = verdict.decision.as_str(),
                 toxicity = assessment.scores.toxicity,

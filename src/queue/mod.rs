@@ -86,16 +86,25 @@ pub async fn migrate(store: &Store) -> Result<(), QueueError> {
 }
 
 /// Runs one apalis worker with `config.concurrency` jobs in flight until `shutdown` fires.
-pub async fn run_worker(ctx: Arc<JobContext>, shutdown: CancellationToken) -> Result<(), QueueError> {
+pub async fn run_worker(
+    ctx: Arc<JobContext>,
+    shutdown: CancellationToken,
+) -> Result<(), QueueError> {
     let store = ctx.store.clone();
     let config = ctx.config.queue.clone();
-    let pruner = tokio::spawn(prune_loop(ctx.queue.clone(), config.clone(), shutdown.clone()));
+    let pruner = tokio::spawn(prune_loop(
+        ctx.queue.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     let result = match store.db() {
         Db::Sqlite(pool) => {
             let wake = store.take_jobs_wake();
             sqlite::run_worker(pool.clone(), wake, ctx, &config, shutdown.clone()).await
         }
-        Db::Postgres(pool) => postgres::run_worker(pool.clone(), ctx, &config, shutdown.clone()).await,
+        Db::Postgres(pool) => {
+            postgres::run_worker(pool.clone(), ctx, &config, shutdown.clone()).await
+        }
     };
     shutdown.cancel();
     let _ = pruner.await;
@@ -109,7 +118,10 @@ async fn prune_loop(queue: Arc<dyn JobQueue>, config: QueueConfig, shutdown: Can
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match queue.prune_finished(Duration::from_secs(config.prune_done_after_secs)).await {
+        match queue
+            .prune_finished(Duration::from_secs(config.prune_done_after_secs))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(pruned = n, "pruned finished jobs"),
             Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
@@ -120,5 +132,9 @@ async fn prune_loop(queue: Arc<dyn JobQueue>, config: QueueConfig, shutdown: Can
 /// A worker name unique to this process, stored by apalis as the lock owner.
 pub fn worker_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-    format!("chatguard-{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "chatguard-{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }

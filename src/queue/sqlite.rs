@@ -40,7 +40,9 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     migrator.run(pool).await?;
     // Acks are planned through LIdx(lock_by), which walks every job the worker ever finished:
     // throughput falls without bound. Without it they use the primary key (rust-stack.md §1).
-    sqlx::query("DROP INDEX IF EXISTS LIdx").execute(pool).await?;
+    sqlx::query("DROP INDEX IF EXISTS LIdx")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -18,7 +18,6 @@ use sqlx::sqlite::SqlitePool;
 pub use rows::{DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent};
 pub use sqlite::JobsWake;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -67,7 +66,10 @@ macro_rules! on_pool {
 pub enum Inserted {
     New(i64),
     /// The webhook id was seen before; the stored event's id and status.
-    Duplicate { id: i64, status: String },
+    Duplicate {
+        id: i64,
+        status: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -281,7 +283,11 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn record_attempt_error(&self, attempt_id: i64, error: &str) -> Result<(), StoreError> {
+    pub async fn record_attempt_error(
+        &self,
+        attempt_id: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
         on_pool!(&self.db, pool => { sqlx::query("update job_attempts set error = $2 where id = $1")
             .bind(attempt_id)
             .bind(error)
@@ -362,7 +368,10 @@ impl Store {
         .await?))
     }
 
-    pub async fn decision_for_event(&self, event_id: i64) -> Result<Option<DecisionRow>, StoreError> {
+    pub async fn decision_for_event(
+        &self,
+        event_id: i64,
+    ) -> Result<Option<DecisionRow>, StoreError> {
         Ok(on_pool!(&self.db, pool => sqlx::query_as(
             "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
                     explicit, matched_rules, reasons, decision, policy_version, action, action_status,
@@ -375,9 +384,11 @@ impl Store {
     }
 
     pub async fn count_decisions(&self) -> Result<i64, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("select count(*) from decisions")
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("select count(*) from decisions")
             .fetch_one(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// Records that an event's job used up its attempts, and marks the event dead.
@@ -417,7 +428,10 @@ impl Store {
     }
 
     /// Dead letters not yet sent back to the queue (all of them with `include_retried`).
-    pub async fn list_dead_letters(&self, include_retried: bool) -> Result<Vec<DeadLetterRow>, StoreError> {
+    pub async fn list_dead_letters(
+        &self,
+        include_retried: bool,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
         Ok(on_pool!(&self.db, pool => sqlx::query_as(
             "select d.id, d.event_id, d.webhook_id, e.event_type, e.message_id, d.attempts, d.last_error,
                     d.failed_at, d.retried_at, d.retry_count
@@ -455,14 +469,20 @@ impl Store {
     }
 
     pub async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("select value from settings where name = $1")
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("select value from settings where name = $1")
             .bind(name)
             .fetch_optional(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// Stores `value` unless the setting exists; returns the stored value either way.
-    pub async fn get_or_insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+    pub async fn get_or_insert_setting(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<String, StoreError> {
         on_pool!(&self.db, pool => { sqlx::query("insert into settings (name, value) values ($1, $2) on conflict (name) do nothing")
             .bind(name)
             .bind(value)

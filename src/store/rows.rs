@@ -85,7 +85,8 @@ pub struct DecisionRow {
 impl DecisionRow {
     /// The decision as one JSON object, with the JSON columns expanded.
     pub fn to_json(&self) -> serde_json::Value {
-        let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
+        let parse =
+            |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
         serde_json::json!({
             "id": self.id,
             "event_id": self.event_id,

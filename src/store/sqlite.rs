@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::channel::mpsc::{UnboundedReceiver, unbounded};
 use futures::{Stream, StreamExt};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteOperation, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 /// apalis's table of jobs; an insert there wakes the worker.
@@ -37,7 +38,10 @@ impl Stream for JobsWake {
 
 /// Opens the pool. WAL, `synchronous=NORMAL`, `busy_timeout` and foreign keys go in the connect
 /// options, so every connection gets them; pragmas run through a pool reach only one connection.
-pub async fn connect(url: &str, max_connections: u32) -> Result<(SqlitePool, JobsWake), sqlx::Error> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+) -> Result<(SqlitePool, JobsWake), sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)

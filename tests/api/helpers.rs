@@ -60,7 +60,9 @@ impl TestDb {
             Backend::Postgres => {
                 let admin = postgres_url()?;
                 let name = format!("chatguard_t_{}", uuid::Uuid::new_v4().simple());
-                let pool = sqlx::PgPool::connect(&admin).await.expect("connect to TEST_POSTGRES_URL");
+                let pool = sqlx::PgPool::connect(&admin)
+                    .await
+                    .expect("connect to TEST_POSTGRES_URL");
                 sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
                     .execute(&pool)
                     .await
@@ -78,13 +80,16 @@ impl TestDb {
 
     /// Drops a PostgreSQL test database (SQLite files go with their temp dir).
     pub async fn cleanup(self) {
-        if let Some((admin, name)) = &self.pg_admin {
-            if let Ok(pool) = sqlx::PgPool::connect(admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
-                    .execute(&pool)
-                    .await;
-                pool.close().await;
-            }
+        let Some((admin, name)) = &self.pg_admin else {
+            return;
+        };
+        if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database if exists {name} with (force)"
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
         }
     }
 }
@@ -154,7 +159,8 @@ impl TestApp {
 
     /// Signs `body` with the test secret and posts it under `webhook_id`.
     pub async fn post_webhook(&self, body: &[u8], webhook_id: &str) -> reqwest::Response {
-        self.post_raw(body, body, Some(API_KEY), Some(SECRET), Some(webhook_id)).await
+        self.post_raw(body, body, Some(API_KEY), Some(SECRET), Some(webhook_id))
+            .await
     }
 
     /// Posts `sent` with a signature over `signed` (they differ for gzip bodies).
@@ -178,7 +184,9 @@ impl TestApp {
             req = req.header("x-signature", signature::sign(s.as_bytes(), signed));
         }
         if let Some(id) = webhook_id {
-            req = req.header("x-webhook-id", id).header("x-webhook-attempt", "1");
+            req = req
+                .header("x-webhook-id", id)
+                .header("x-webhook-attempt", "1");
         }
         req.send().await.expect("request sent")
     }
@@ -216,7 +224,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -250,13 +261,17 @@ macro_rules! both_backends {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let db = $crate::helpers::TestDb::new($crate::helpers::Backend::Sqlite).await.unwrap();
+                let db = $crate::helpers::TestDb::new($crate::helpers::Backend::Sqlite)
+                    .await
+                    .unwrap();
                 $body(&db, $crate::helpers::Backend::Sqlite).await;
                 db.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(db) = $crate::helpers::TestDb::new($crate::helpers::Backend::Postgres).await else {
+                let Some(db) =
+                    $crate::helpers::TestDb::new($crate::helpers::Backend::Postgres).await
+                else {
                     return;
                 };
                 $body(&db, $crate::helpers::Backend::Postgres).await;

@@ -16,7 +16,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 async fn event_count(app: &TestApp) -> i64 {
-    app.store().count_events_by_status().await.unwrap().iter().map(|(_, n)| n).sum()
+    app.store()
+        .count_events_by_status()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
 }
 
 async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
@@ -24,7 +30,9 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
     let files = replay::collect_files(&[fixtures_dir()]).unwrap();
     assert!(files.len() >= 13, "fixtures: {files:?}");
     let url = format!("{}/webhooks/stream", app.url);
-    let results = replay::replay(&files, &url, API_KEY, SECRET, Some("fx-")).await.unwrap();
+    let results = replay::replay(&files, &url, API_KEY, SECRET, Some("fx-"))
+        .await
+        .unwrap();
     let status_of = |name: &str| {
         let r = results
             .iter()
@@ -45,23 +53,47 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
     let expected = [
         ("message_new_clean.json", "allow", None),
         ("message_new_gzip.json.gz", "allow", None),
-        ("message_new_toxic.json", "block", Some("toxicity.self_harm_incitement")),
+        (
+            "message_new_toxic.json",
+            "block",
+            Some("toxicity.self_harm_incitement"),
+        ),
         ("message_new_spam.json", "block", Some("spam.free_currency")),
-        ("message_new_explicit.json", "block", Some("explicit.solicit_nudes")),
+        (
+            "message_new_explicit.json",
+            "block",
+            Some("explicit.solicit_nudes"),
+        ),
         ("message_updated.json", "flag", Some("spam.buy_engagement")),
         ("message_flagged.json", "flag", Some("spam.pharma")),
     ];
     for (file, decision, rule) in expected {
-        let event = app.store().get_event_by_webhook_id(&format!("fx-{file}")).await.unwrap();
+        let event = app
+            .store()
+            .get_event_by_webhook_id(&format!("fx-{file}"))
+            .await
+            .unwrap();
         assert_eq!(event.status, "decided", "{file}");
-        let d = app.store().decision_for_event(event.id).await.unwrap().expect(file);
+        let d = app
+            .store()
+            .decision_for_event(event.id)
+            .await
+            .unwrap()
+            .expect(file);
         assert_eq!(d.decision, decision, "{file}: {}", d.reasons);
-        assert_eq!(d.dry_run, false);
-        assert!(d.message_id.is_some() && d.cid.is_some() && d.user_id.is_some(), "{file}: {d:?}");
+        assert!(!d.dry_run);
+        assert!(
+            d.message_id.is_some() && d.cid.is_some() && d.user_id.is_some(),
+            "{file}: {d:?}"
+        );
         assert!(d.decided_at >= d.received_at);
         match rule {
             Some(rule) => {
-                assert!(d.matched_rules.contains(rule), "{file}: {}", d.matched_rules);
+                assert!(
+                    d.matched_rules.contains(rule),
+                    "{file}: {}",
+                    d.matched_rules
+                );
                 assert_eq!(d.action_status, "pending", "{file}");
             }
             None => {
@@ -70,13 +102,35 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
             }
         }
     }
-    for file in ["message_deleted.json", "user_banned.json", "user_unbanned.json", "user_flagged.json"] {
-        let event = app.store().get_event_by_webhook_id(&format!("fx-{file}")).await.unwrap();
+    for file in [
+        "message_deleted.json",
+        "user_banned.json",
+        "user_unbanned.json",
+        "user_flagged.json",
+    ] {
+        let event = app
+            .store()
+            .get_event_by_webhook_id(&format!("fx-{file}"))
+            .await
+            .unwrap();
         assert_eq!(event.status, "processed", "{file}");
-        assert!(app.store().decision_for_event(event.id).await.unwrap().is_none());
+        assert!(
+            app.store()
+                .decision_for_event(event.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
-    for (file, status) in [("unknown_type.json", "ignored"), ("message_new_from_bot.json", "own")] {
-        let event = app.store().get_event_by_webhook_id(&format!("fx-{file}")).await.unwrap();
+    for (file, status) in [
+        ("unknown_type.json", "ignored"),
+        ("message_new_from_bot.json", "own"),
+    ] {
+        let event = app
+            .store()
+            .get_event_by_webhook_id(&format!("fx-{file}"))
+            .await
+            .unwrap();
         assert_eq!(event.status, status, "{file}");
     }
     assert_eq!(app.store().count_decisions().await.unwrap(), 7);
@@ -91,11 +145,41 @@ async fn bad_deliveries_are_refused_and_not_stored(db: &TestDb, _: Backend) {
     let status = |r: reqwest::Response| r.status().as_u16();
 
     // Signature: wrong secret, missing, malformed, over other bytes; unknown and missing api key.
-    assert_eq!(status(app.post_raw(&body, &body, Some(API_KEY), Some("wrong"), Some("n1")).await), 401);
-    assert_eq!(status(app.post_raw(&body, &body, Some(API_KEY), None, Some("n2")).await), 401);
-    assert_eq!(status(app.post_raw(&body, b"other", Some(API_KEY), Some(SECRET), Some("n3")).await), 401);
-    assert_eq!(status(app.post_raw(&body, &body, Some("unknown-app"), Some(SECRET), Some("n4")).await), 401);
-    assert_eq!(status(app.post_raw(&body, &body, None, Some(SECRET), Some("n5")).await), 401);
+    assert_eq!(
+        status(
+            app.post_raw(&body, &body, Some(API_KEY), Some("wrong"), Some("n1"))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            app.post_raw(&body, &body, Some(API_KEY), None, Some("n2"))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            app.post_raw(&body, b"other", Some(API_KEY), Some(SECRET), Some("n3"))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            app.post_raw(&body, &body, Some("unknown-app"), Some(SECRET), Some("n4"))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            app.post_raw(&body, &body, None, Some(SECRET), Some("n5"))
+                .await
+        ),
+        401
+    );
     let malformed = app
         .client
         .post(format!("{}/webhooks/stream", app.url))
@@ -108,31 +192,63 @@ async fn bad_deliveries_are_refused_and_not_stored(db: &TestDb, _: Backend) {
     assert_eq!(malformed.status(), 401);
     // A signature over the gzip bytes rather than the JSON is wrong (stream-api.md §1.4).
     let gz = gzip(&body);
-    assert_eq!(status(app.post_raw(&gz, &gz, Some(API_KEY), Some(SECRET), Some("n6")).await), 401);
+    assert_eq!(
+        status(
+            app.post_raw(&gz, &gz, Some(API_KEY), Some(SECRET), Some("n6"))
+                .await
+        ),
+        401
+    );
 
     // Well signed but not an event.
-    for (bad, what) in [(&b"{not json"[..], "malformed"), (b"{\"text\":\"no type\"}", "no type"), (b"[]", "array")] {
-        let r = app.post_raw(bad, bad, Some(API_KEY), Some(SECRET), Some("n7")).await;
+    for (bad, what) in [
+        (&b"{not json"[..], "malformed"),
+        (b"{\"text\":\"no type\"}", "no type"),
+        (b"[]", "array"),
+    ] {
+        let r = app
+            .post_raw(bad, bad, Some(API_KEY), Some(SECRET), Some("n7"))
+            .await;
         assert_eq!(r.status(), 400, "{what}");
         let err: serde_json::Value = r.json().await.unwrap();
         assert_eq!(err["error"]["code"], "bad_request", "{what}");
     }
     let broken_gzip = &gz[..gz.len() / 2];
-    assert_eq!(status(app.post_raw(broken_gzip, &body, Some(API_KEY), Some(SECRET), Some("n8")).await), 400);
+    assert_eq!(
+        status(
+            app.post_raw(broken_gzip, &body, Some(API_KEY), Some(SECRET), Some("n8"))
+                .await
+        ),
+        400
+    );
 
     // Too large as sent (default cap 256 KiB), and a gzip bomb.
     let big = message_new("m-big", "u1", &"a".repeat(300 * 1024));
-    assert_eq!(status(app.post_raw(&big, &big, Some(API_KEY), Some(SECRET), Some("n9")).await), 413);
+    assert_eq!(
+        status(
+            app.post_raw(&big, &big, Some(API_KEY), Some(SECRET), Some("n9"))
+                .await
+        ),
+        413
+    );
     let bomb_json = message_new("m-bomb", "u1", &"a".repeat(8 * 1024 * 1024));
     let bomb = gzip(&bomb_json);
     assert!(bomb.len() < 64 * 1024);
-    assert_eq!(status(app.post_raw(&bomb, &bomb_json, Some(API_KEY), Some(SECRET), Some("n10")).await), 413);
+    assert_eq!(
+        status(
+            app.post_raw(&bomb, &bomb_json, Some(API_KEY), Some(SECRET), Some("n10"))
+                .await
+        ),
+        413
+    );
 
     assert_eq!(event_count(&app).await, 0, "nothing refused may be stored");
     assert_eq!(app.services.queue.depth().await.unwrap(), 0);
 
     // The same body, correctly signed and gzip-compressed, is accepted.
-    let ok = app.post_raw(&gz, &body, Some(API_KEY), Some(SECRET), Some("n11")).await;
+    let ok = app
+        .post_raw(&gz, &body, Some(API_KEY), Some(SECRET), Some("n11"))
+        .await;
     assert_eq!(ok.status(), 200);
     app.stop().await;
 }
@@ -145,23 +261,47 @@ async fn unknown_types_are_recorded_as_ignored_not_queued(db: &TestDb, _: Backen
     assert_eq!(r.status(), 200);
     let receipt: serde_json::Value = r.json().await.unwrap();
     assert_eq!(receipt["status"], "ignored");
-    let event = app.store().get_event_by_webhook_id("unknown-1").await.unwrap();
+    let event = app
+        .store()
+        .get_event_by_webhook_id("unknown-1")
+        .await
+        .unwrap();
     assert_eq!(event.status, "ignored");
     assert_eq!(event.event_type, "channel.truncated");
     assert_eq!(app.services.queue.depth().await.unwrap(), 0);
-    let metrics = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("chatguard_webhooks_total{outcome=\"ignored\"}"), "{metrics}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chatguard_webhooks_total{outcome=\"ignored\"}"),
+        "{metrics}"
+    );
     app.stop().await;
 }
-both_backends!(unknown_types, unknown_types_are_recorded_as_ignored_not_queued);
+both_backends!(
+    unknown_types,
+    unknown_types_are_recorded_as_ignored_not_queued
+);
 
 async fn three_deliveries_of_one_id_make_one_job_and_one_decision(db: &TestDb, _: Backend) {
     let app = TestApp::spawn(config(&db.url, &[])).await;
     let body = message_new("m-dup", "u-dup", "you are a worthless idiot");
     // One delivery, then two retries at once.
     assert_eq!(app.post_webhook(&body, "dup-1").await.status(), 200);
-    let (a, b) = tokio::join!(app.post_webhook(&body, "dup-1"), app.post_webhook(&body, "dup-1"));
-    assert_eq!((a.status(), b.status()), (reqwest::StatusCode::OK, reqwest::StatusCode::OK));
+    let (a, b) = tokio::join!(
+        app.post_webhook(&body, "dup-1"),
+        app.post_webhook(&body, "dup-1")
+    );
+    assert_eq!(
+        (a.status(), b.status()),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
+    );
     wait_settled(app.store()).await;
     // A late redelivery after the decision is still a duplicate.
     let late: serde_json::Value = app.post_webhook(&body, "dup-1").await.json().await.unwrap();
@@ -174,16 +314,28 @@ async fn three_deliveries_of_one_id_make_one_job_and_one_decision(db: &TestDb, _
     assert_eq!(app.store().attempt_times(event.id).await.unwrap().len(), 1);
     app.stop().await;
 }
-both_backends!(dedupe, three_deliveries_of_one_id_make_one_job_and_one_decision);
+both_backends!(
+    dedupe,
+    three_deliveries_of_one_id_make_one_job_and_one_decision
+);
 
 async fn health_readiness_and_metrics_answer(db: &TestDb, backend: Backend) {
     let app = TestApp::spawn(config(&db.url, &[])).await;
     let get = |p: &str| app.client.get(format!("{}{p}", app.url)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     let ready: serde_json::Value = get("/readyz").await.unwrap().json().await.unwrap();
-    let name = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
+    let name = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     assert_eq!(ready["database"], name);
-    assert_eq!(app.post_webhook(&message_new("m-h", "u", "hi"), "h-1").await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&message_new("m-h", "u", "hi"), "h-1")
+            .await
+            .status(),
+        200
+    );
     wait_settled(app.store()).await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     for needle in [
@@ -213,8 +365,18 @@ async fn dry_run_signs_with_a_kept_development_secret_and_records_would_do() {
     assert_eq!(secret.len(), 64);
     let body = message_new("m-dry", "u-dry", "kys loser");
     let key = chatguard::config::DEV_API_KEY;
-    assert_eq!(app.post_raw(&body, &body, Some(key), Some(SECRET), Some("d0")).await.status(), 401);
-    assert_eq!(app.post_raw(&body, &body, Some(key), Some(&secret), Some("d1")).await.status(), 200);
+    assert_eq!(
+        app.post_raw(&body, &body, Some(key), Some(SECRET), Some("d0"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.post_raw(&body, &body, Some(key), Some(&secret), Some("d1"))
+            .await
+            .status(),
+        200
+    );
     wait_settled(app.store()).await;
     let d = app.store().recent_decisions(1).await.unwrap().remove(0);
     assert_eq!(d.decision, "block");

@@ -48,9 +48,15 @@ async fn scalar(db: &TestDb, sql: &'static str) -> i64 {
 }
 
 async fn a_stored_job_survives_a_restart_and_is_decided_after_it(db: &TestDb, _: Backend) {
-    let ingest_only = TestApp::spawn(config(&db.url, &[("CHATGUARD_QUEUE__RUN_WORKER", "false")])).await;
+    let ingest_only =
+        TestApp::spawn(config(&db.url, &[("CHATGUARD_QUEUE__RUN_WORKER", "false")])).await;
     for i in 0..3 {
-        let r = ingest_only.post_webhook(&message_new(&format!("m-r{i}"), "u", "kys"), &format!("r{i}")).await;
+        let r = ingest_only
+            .post_webhook(
+                &message_new(&format!("m-r{i}"), "u", "kys"),
+                &format!("r{i}"),
+            )
+            .await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(ingest_only.services.queue.depth().await.unwrap(), 3);
@@ -63,7 +69,10 @@ async fn a_stored_job_survives_a_restart_and_is_decided_after_it(db: &TestDb, _:
     wait_queue_empty(&app).await;
     app.stop().await;
 }
-both_backends!(restart, a_stored_job_survives_a_restart_and_is_decided_after_it);
+both_backends!(
+    restart,
+    a_stored_job_survives_a_restart_and_is_decided_after_it
+);
 
 fn fail_decisions_sql(backend: Backend) -> &'static str {
     match backend {
@@ -84,15 +93,26 @@ fn heal_decisions_sql(backend: Backend) -> &'static str {
     }
 }
 
-async fn a_failing_job_backs_off_then_is_a_dead_letter_that_can_be_retried(db: &TestDb, backend: Backend) {
+async fn a_failing_job_backs_off_then_is_a_dead_letter_that_can_be_retried(
+    db: &TestDb,
+    backend: Backend,
+) {
     let cfg = config(
         &db.url,
-        &[("CHATGUARD_QUEUE__MAX_ATTEMPTS", "3"), ("CHATGUARD_QUEUE__RETRY_BASE_SECS", "2")],
+        &[
+            ("CHATGUARD_QUEUE__MAX_ATTEMPTS", "3"),
+            ("CHATGUARD_QUEUE__RETRY_BASE_SECS", "2"),
+        ],
     );
     let app = TestApp::spawn(cfg).await;
     exec(db, fail_decisions_sql(backend)).await;
 
-    assert_eq!(app.post_webhook(&message_new("m-dead", "u-dead", "kys"), "dead-1").await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&message_new("m-dead", "u-dead", "kys"), "dead-1")
+            .await
+            .status(),
+        200
+    );
     let event = eventually(Duration::from_secs(40), "the event to die", || async {
         let e = app.store().get_event_by_webhook_id("dead-1").await.ok()?;
         (e.status == "dead").then_some(e)
@@ -100,60 +120,117 @@ async fn a_failing_job_backs_off_then_is_a_dead_letter_that_can_be_retried(db: &
     .await;
     let times = app.store().attempt_times(event.id).await.unwrap();
     assert_eq!(times.len(), 3, "three attempts: {times:?}");
-    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_seconds_f64()).collect();
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_seconds_f64())
+        .collect();
     assert!(gaps[0] >= 2.0, "first backoff ≥ 2 s: {gaps:?}");
     assert!(gaps[1] >= 4.0, "second backoff ≥ 4 s: {gaps:?}");
     let dead = app.store().list_dead_letters(false).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
-    assert!(dead[0].last_error.contains("injected failure"), "{}", dead[0].last_error);
+    assert!(
+        dead[0].last_error.contains("injected failure"),
+        "{}",
+        dead[0].last_error
+    );
     assert_eq!(app.store().count_decisions().await.unwrap(), 0);
 
     // The operator lists and re-runs it from the CLI once the cause is fixed.
-    let listed = bin().args(["dead-letters", "list", "--json"]).env("CHATGUARD_DATABASE_URL", &db.url).output().unwrap();
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
-    let row: serde_json::Value = serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let listed = bin()
+        .args(["dead-letters", "list", "--json"])
+        .env("CHATGUARD_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let row: serde_json::Value =
+        serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(row["webhook_id"], "dead-1");
     exec(db, heal_decisions_sql(backend)).await;
-    let retried = bin().args(["dead-letters", "retry"]).env("CHATGUARD_DATABASE_URL", &db.url).output().unwrap();
-    assert!(retried.status.success(), "{}", String::from_utf8_lossy(&retried.stderr));
+    let retried = bin()
+        .args(["dead-letters", "retry"])
+        .env("CHATGUARD_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
     assert!(String::from_utf8_lossy(&retried.stdout).contains("1 queued"));
     let decision = eventually(Duration::from_secs(20), "the retried decision", || async {
-        app.store().decision_for_event(event.id).await.ok().flatten()
+        app.store()
+            .decision_for_event(event.id)
+            .await
+            .ok()
+            .flatten()
     })
     .await;
     assert_eq!(decision.decision, "block");
-    assert!(app.store().list_dead_letters(false).await.unwrap().is_empty());
+    assert!(
+        app.store()
+            .list_dead_letters(false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }
-both_backends!(dead_letters, a_failing_job_backs_off_then_is_a_dead_letter_that_can_be_retried);
+both_backends!(
+    dead_letters,
+    a_failing_job_backs_off_then_is_a_dead_letter_that_can_be_retried
+);
 
 async fn an_idle_worker_is_woken_by_the_insert_not_the_heartbeat(db: &TestDb, _: Backend) {
     // With a 30 s heartbeat, only the update hook / LISTEN-NOTIFY can make pick-up fast.
-    let app = TestApp::spawn(config(&db.url, &[("CHATGUARD_QUEUE__HEARTBEAT_SECS", "30")])).await;
+    let app = TestApp::spawn(config(
+        &db.url,
+        &[("CHATGUARD_QUEUE__HEARTBEAT_SECS", "30")],
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for i in 0..3 {
         let sent = Instant::now();
         let id = format!("idle-{i}");
-        assert_eq!(app.post_webhook(&message_new(&id, "u", "hello"), &id).await.status(), 200);
+        assert_eq!(
+            app.post_webhook(&message_new(&id, "u", "hello"), &id)
+                .await
+                .status(),
+            200
+        );
         eventually(Duration::from_secs(10), "pick-up", || async {
             let e = app.store().get_event_by_webhook_id(&id).await.ok()?;
             (e.status == "decided").then_some(())
         })
         .await;
         let waited = sent.elapsed();
-        assert!(waited < Duration::from_secs(5), "idle pick-up took {waited:?}");
+        assert!(
+            waited < Duration::from_secs(5),
+            "idle pick-up took {waited:?}"
+        );
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     app.stop().await;
 }
-both_backends!(idle_wakeup, an_idle_worker_is_woken_by_the_insert_not_the_heartbeat);
+both_backends!(
+    idle_wakeup,
+    an_idle_worker_is_woken_by_the_insert_not_the_heartbeat
+);
 
 async fn finished_jobs_are_pruned(db: &TestDb, backend: Backend) {
     let app = TestApp::spawn(config(&db.url, &[])).await;
     for i in 0..5 {
         let id = format!("p{i}");
-        assert_eq!(app.post_webhook(&message_new(&id, "u", "hi"), &id).await.status(), 200);
+        assert_eq!(
+            app.post_webhook(&message_new(&id, "u", "hi"), &id)
+                .await
+                .status(),
+            200
+        );
     }
     wait_settled(app.store()).await;
     let count_sql = match backend {
@@ -164,7 +241,12 @@ async fn finished_jobs_are_pruned(db: &TestDb, backend: Backend) {
     // Acks are written in batches, so wait until all five rows are finished and pruned.
     let pruned = std::sync::atomic::AtomicU64::new(0);
     eventually(Duration::from_secs(10), "finished rows pruned", || async {
-        let n = app.services.queue.prune_finished(Duration::ZERO).await.unwrap();
+        let n = app
+            .services
+            .queue
+            .prune_finished(Duration::ZERO)
+            .await
+            .unwrap();
         (pruned.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n >= 5).then_some(())
     })
     .await;
@@ -173,8 +255,22 @@ async fn finished_jobs_are_pruned(db: &TestDb, backend: Backend) {
     let app2_cfg = config(&db.url, &[("CHATGUARD_QUEUE__RUN_WORKER", "false")]);
     app.stop().await;
     let ingest_only = TestApp::spawn(app2_cfg).await;
-    assert_eq!(ingest_only.post_webhook(&message_new("w", "u", "hi"), "waiting").await.status(), 200);
-    assert_eq!(ingest_only.services.queue.prune_finished(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        ingest_only
+            .post_webhook(&message_new("w", "u", "hi"), "waiting")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        ingest_only
+            .services
+            .queue
+            .prune_finished(Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(ingest_only.services.queue.depth().await.unwrap(), 1);
     ingest_only.stop().await;
 }
@@ -186,17 +282,35 @@ async fn every_sqlite_connection_gets_wal_normal_sync_and_busy_timeout() {
     let store = Store::connect(&db.url, 4).await.unwrap();
     store.migrate().await.unwrap();
     queue::migrate(&store).await.unwrap();
-    let Db::Sqlite(pool) = store.db() else { unreachable!() };
+    let Db::Sqlite(pool) = store.db() else {
+        unreachable!()
+    };
     let mut conns = Vec::new();
     for _ in 0..4 {
         conns.push(pool.acquire().await.unwrap());
     }
     for conn in &mut conns {
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut **conn).await.unwrap();
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut **conn).await.unwrap();
-        assert_eq!((mode.as_str(), sync, busy, fk), ("wal", 1, 10_000, 1), "synchronous 1 = NORMAL");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            (mode.as_str(), sync, busy, fk),
+            ("wal", 1, 10_000, 1),
+            "synchronous 1 = NORMAL"
+        );
     }
 }
 
@@ -212,35 +326,54 @@ async fn sqlite_acks_use_the_primary_key_not_the_lock_by_index() {
     let store = Store::connect(&db.url, 1).await.unwrap();
     store.migrate().await.unwrap();
     queue::migrate(&store).await.unwrap();
-    let Db::Sqlite(pool) = store.db() else { unreachable!() };
+    let Db::Sqlite(pool) = store.db() else {
+        unreachable!()
+    };
     let plan = |pool| async move {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(APALIS_ACK).persistent(false).bind("[]").bind("w").fetch_all(pool).await.unwrap();
-        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join(" | ")
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(APALIS_ACK)
+            .persistent(false)
+            .bind("[]")
+            .bind("w")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| r.3)
+            .collect::<Vec<_>>()
+            .join(" | ")
     };
     let fixed = plan(pool).await;
     assert!(!fixed.contains("LIdx"), "{fixed}");
-    let n: i64 = sqlx::query_scalar("select count(*) from sqlite_master where type = 'index' and name = 'LIdx'")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "select count(*) from sqlite_master where type = 'index' and name = 'LIdx'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     assert_eq!(n, 0);
     // The check can fail: with apalis's index back, the planner walks it.
-    sqlx::query("CREATE INDEX LIdx ON Jobs(lock_by)").execute(pool).await.unwrap();
+    sqlx::query("CREATE INDEX LIdx ON Jobs(lock_by)")
+        .execute(pool)
+        .await
+        .unwrap();
     assert!(plan(pool).await.contains("LIdx"));
     // Migrating again (every start does) removes it.
     queue::migrate(&store).await.unwrap();
-    let n: i64 = sqlx::query_scalar("select count(*) from sqlite_master where type = 'index' and name = 'LIdx'")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "select count(*) from sqlite_master where type = 'index' and name = 'LIdx'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     assert_eq!(n, 0);
     assert!(!plan(pool).await.contains("LIdx"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
     // Ingest only in this process; migrating here also means the workers find the tables ready.
     let app = TestApp::spawn(config(&db.url, &[("CHATGUARD_QUEUE__RUN_WORKER", "false")])).await;
     let spawn_worker = || {
@@ -261,7 +394,13 @@ async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     const N: usize = 200;
-    let texts = ["hello there", "kys", "FREE robux at bit.ly/x", "send nudes", "gg"];
+    let texts = [
+        "hello there",
+        "kys",
+        "FREE robux at bit.ly/x",
+        "send nudes",
+        "gg",
+    ];
     for chunk in (0..N).collect::<Vec<_>>().chunks(20) {
         let sends = chunk.iter().map(|i| {
             let id = format!("w2-{i}");
@@ -269,7 +408,12 @@ async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
             let app = &app;
             async move { app.post_webhook(&body, &id).await.status().as_u16() }
         });
-        assert!(futures::future::join_all(sends).await.iter().all(|s| *s == 200));
+        assert!(
+            futures::future::join_all(sends)
+                .await
+                .iter()
+                .all(|s| *s == 200)
+        );
     }
     eventually(Duration::from_secs(60), "all decided", || async {
         (app.store().count_decisions().await.ok()? == N as i64).then_some(())
@@ -280,10 +424,24 @@ async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
         let _ = w.kill();
         let _ = w.wait();
     }
-    assert_eq!(scalar(&db, "select count(*) from decisions").await, N as i64);
-    assert_eq!(scalar(&db, "select count(distinct event_id) from decisions").await, N as i64);
-    assert_eq!(scalar(&db, "select count(*) from job_attempts").await, N as i64, "no event ran twice");
-    assert_eq!(scalar(&db, "select count(distinct worker) from decisions").await, 2, "both workers took jobs");
+    assert_eq!(
+        scalar(&db, "select count(*) from decisions").await,
+        N as i64
+    );
+    assert_eq!(
+        scalar(&db, "select count(distinct event_id) from decisions").await,
+        N as i64
+    );
+    assert_eq!(
+        scalar(&db, "select count(*) from job_attempts").await,
+        N as i64,
+        "no event ran twice"
+    );
+    assert_eq!(
+        scalar(&db, "select count(distinct worker) from decisions").await,
+        2,
+        "both workers took jobs"
+    );
     app.stop().await;
     db.cleanup().await;
 }
