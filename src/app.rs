@@ -25,21 +25,21 @@ pub const DEV_SECRET_SETTING: &str = "dev_webhook_secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] StoreError),
-    #[error("queue: {0}")]
+    #[error("job queue")]
     Queue(#[from] QueueError),
-    #[error("rules: {0}")]
+    #[error("rules")]
     Rules(#[from] RulesError),
-    #[error("policy: {0}")]
+    #[error("policy")]
     Policy(#[from] PolicyError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("server: {0}")]
+    #[error("server")]
     Serve(#[source] std::io::Error),
     #[error("re-queueing stored events: {0}")]
     Requeue(String),

@@ -19,7 +19,7 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 /// What went wrong while loading the configuration; each message names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]

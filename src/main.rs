@@ -10,8 +10,19 @@ use chatguard::store::Store;
 use chatguard::{queue, telemetry};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace for an operator's mistake.
+            eprintln!("chatguard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref()).context("configuration")?;
     telemetry::init_logs(&config.telemetry);
     match cli.command {

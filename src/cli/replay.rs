@@ -28,7 +28,7 @@ pub struct ReplayArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -38,7 +38,7 @@ pub enum ReplayError {
     Empty(PathBuf),
     #[error("{path}: {message}")]
     Body { path: PathBuf, message: String },
-    #[error("HTTP client: {0}")]
+    #[error(transparent)]
     Http(#[from] reqwest::Error),
 }
 

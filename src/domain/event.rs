@@ -132,13 +132,13 @@ pub struct ChatEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum EventParseError {
     #[error("body is not valid JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     #[error("body is not a JSON object")]
     NotObject,
     #[error("event has no \"type\" string")]
     MissingType,
     #[error("event does not match its type's shape: {0}")]
-    Shape(#[source] serde_json::Error),
+    Shape(serde_json::Error),
 }
 
 impl ChatEvent {

@@ -13,7 +13,7 @@ pub const RULES_FILE: &str = "rules.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

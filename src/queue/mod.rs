@@ -48,13 +48,13 @@ pub struct EnqueueOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("queue database error: {0}")]
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
-    #[error("queue migration failed: {0}")]
+    #[error("queue migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("apalis: {0}")]
     Backend(String),
-    #[error("job payload: {0}")]
+    #[error(transparent)]
     Encode(#[from] serde_json::Error),
 }
 

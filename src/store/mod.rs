@@ -20,9 +20,9 @@ pub use sqlite::JobsWake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("not found")]
     NotFound,

@@ -3,5 +3,6 @@
 
 mod helpers;
 
+mod cli;
 mod ingest;
 mod pipeline;

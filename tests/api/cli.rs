@@ -1,0 +1,171 @@
+//! The `chatguard` binary: help, configuration errors, rule checks, decisions.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chatguard"));
+    c.env_remove("CHATGUARD_CONFIG")
+        .env_remove("STREAM_API_KEY")
+        .env_remove("STREAM_API_SECRET")
+        .env("CHATGUARD_RULES", rules_dir())
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run(c: &mut Command) -> (bool, String, String) {
+    let out = c.output().expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (ok, out, _) = run(bin().arg("--help"));
+    assert!(ok);
+    for cmd in [
+        "serve",
+        "worker",
+        "migrate",
+        "replay",
+        "decisions",
+        "dead-letters",
+        "check-rules",
+    ] {
+        assert!(out.contains(cmd), "{cmd} missing from --help:\n{out}");
+    }
+    let (ok, out, _) = run(bin().args(["replay", "--help"]));
+    assert!(ok);
+    assert!(
+        out.contains("--secret") && out.contains("--api-key") && out.contains("--url"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_setting_is_named_at_start_up() {
+    let (ok, _, err) = run(bin()
+        .arg("check-rules")
+        .env("CHATGUARD_LISTEN", "not-an-address"));
+    assert!(!ok);
+    assert!(err.contains("listen"), "{err}");
+    let (ok, _, err) = run(bin().arg("serve").env("STREAM_API_KEY", "k"));
+    assert!(!ok);
+    assert!(err.contains("STREAM_API_SECRET"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[queue]\nconcurency = 3\n").unwrap();
+    let (ok, _, err) = run(bin().args(["--config", file.to_str().unwrap(), "check-rules"]));
+    assert!(!ok);
+    assert!(err.contains("concurency"), "{err}");
+}
+
+#[test]
+fn check_rules_reports_what_it_loaded_and_rejects_a_bad_rule() {
+    let (ok, out, err) = run(bin().arg("check-rules"));
+    assert!(ok, "{err}");
+    assert!(out.contains("rules.toml: 23 rules"), "{out}");
+    assert!(out.contains("toxicity  flag ≥ 0.6 block ≥ 0.85"), "{out}");
+    assert!(out.contains("dry-run"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        rules_dir().join("policy.toml"),
+        dir.path().join("policy.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[[rule]]\nid = 'broken'\ncategory = 'toxicity'\npattern = '(unclosed'\nscore = 0.5\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(bin().arg("check-rules").env("CHATGUARD_RULES", dir.path()));
+    assert!(!ok);
+    assert!(
+        err.contains("broken") && err.contains("bad pattern"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_prints_recent_decisions_as_json_lines() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let app = TestApp::spawn(config(&db.url, &[])).await;
+    for (i, text) in ["hello friends", "you are a worthless idiot, kys"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("cli-{i}");
+        assert_eq!(
+            app.post_webhook(&message_new(&id, "u-cli", text), &id)
+                .await
+                .status(),
+            200
+        );
+    }
+    wait_settled(app.store()).await;
+    let (ok, out, err) = run(bin()
+        .args(["decisions", "--json", "--limit", "5"])
+        .env("CHATGUARD_DATABASE_URL", &db.url));
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["decision"], "block", "newest first: {out}");
+    assert_eq!(lines[0]["message_id"], "cli-1");
+    assert!(lines[0]["scores"]["toxicity"].as_f64().unwrap() >= 0.85);
+    assert_eq!(lines[0]["matched_rules"][0]["category"], "toxicity");
+    assert_eq!(lines[1]["decision"], "allow");
+    for key in [
+        "webhook_id",
+        "event_id",
+        "cid",
+        "user_id",
+        "text",
+        "action",
+        "received_at",
+        "decided_at",
+    ] {
+        assert!(!lines[0][key].is_null(), "{key} missing: {out}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_without_a_secret_uses_the_dry_run_secret_from_the_database() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let mut cfg = config(&db.url, &[]);
+    cfg.stream.api_key = None;
+    cfg.stream.api_secret = None;
+    let app = TestApp::spawn(cfg).await;
+    let (ok, out, err) = run(bin()
+        .arg("replay")
+        .arg(fixtures_dir().join("message_new_toxic.json"))
+        .arg(fixtures_dir().join("message_new_gzip.json.gz"))
+        .args(["--url", &format!("{}/webhooks/stream", app.url)])
+        .env("CHATGUARD_DATABASE_URL", &db.url));
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(out.matches("\t200\t").count(), 2, "{out}");
+    wait_settled(app.store()).await;
+    assert_eq!(app.store().count_decisions().await.unwrap(), 2);
+    // A wrong secret is reported, and the command fails.
+    let (ok, out, _) = run(bin()
+        .arg("replay")
+        .arg(fixtures_dir().join("message_new_clean.json"))
+        .args([
+            "--url",
+            &format!("{}/webhooks/stream", app.url),
+            "--secret",
+            "wrong",
+        ])
+        .env("CHATGUARD_DATABASE_URL", &db.url));
+    assert!(!ok);
+    assert!(out.contains("\t401\t"), "{out}");
+    app.stop().await;
+}
