@@ -17,6 +17,13 @@ pub enum SignatureError {
 }
 
 /// The `X-Signature` value Stream sends for `body`.
+///
+/// ```
+/// use chatguard::ingest::signature::{sign, verify};
+/// let sig = sign(b"porewqKAFDSAKZssecretsercretfads", b"text");
+/// assert_eq!(sig, "d0b770e93a56adc3ee9ac5734533cc0acd71eea8e5e8204a28042ca0f60de1f3");
+/// assert!(verify(b"porewqKAFDSAKZssecretsercretfads", b"text", Some(&sig)).is_ok());
+/// ```
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     hex::encode(mac(secret, body).finalize().into_bytes())
 }
