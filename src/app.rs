@@ -177,9 +177,15 @@ impl App {
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
         let shutdown = self.shutdown.clone();
         let worker = if self.run_worker {
-            ingest::requeue_unqueued(&self.services.store, self.services.queue.as_ref())
+            let n = ingest::requeue_received(&self.services.store, self.services.queue.as_ref())
                 .await
                 .map_err(|e| StartError::Requeue(e.to_string()))?;
+            if n > 0 {
+                tracing::info!(
+                    events = n,
+                    "re-queued events waiting from before the restart"
+                );
+            }
             let ctx = self.services.job_context();
             tracing::info!(worker = %ctx.worker_name, "worker started");
             Some(tokio::spawn(queue::run_worker(ctx, shutdown.clone())))
@@ -217,8 +223,7 @@ impl App {
 fn router(services: &Services, secrets: HashMap<String, SecretString>) -> Router {
     let config = &services.config;
     let ingest = ingest::router(IngestState {
-        store: services.store.clone(),
-        queue: services.queue.clone(),
+        writer: ingest::EventWriter::spawn(services.store.clone(), services.queue.clone()),
         secrets: Arc::new(secrets),
         bot_user_id: Arc::from(config.stream.bot_user_id.as_str()),
         max_body_bytes: config.server.max_body_bytes,

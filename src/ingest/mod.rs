@@ -3,6 +3,9 @@
 
 pub mod body;
 pub mod signature;
+mod writer;
+
+pub use writer::{EventWriter, Stored, WriteError, requeue_received};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,14 +22,12 @@ use tracing::Instrument;
 
 use crate::domain::ChatEvent;
 use crate::error::ApiError;
-use crate::queue::{EnqueueOptions, JobQueue, ScoreJob};
-use crate::store::{Inserted, NewEvent, Store, status};
+use crate::store::{NewEvent, status};
 
-/// What ingest needs: where to store, where to enqueue, and whose signatures to accept.
+/// What ingest needs: where to store and queue, and whose signatures to accept.
 #[derive(Clone)]
 pub struct IngestState {
-    pub store: Store,
-    pub queue: Arc<dyn JobQueue>,
+    pub writer: EventWriter,
     /// API key → API secret.
     pub secrets: Arc<HashMap<String, SecretString>>,
     pub bot_user_id: Arc<str>,
@@ -137,103 +138,37 @@ async fn accept(
         status::RECEIVED
     };
     let new = NewEvent {
-        webhook_id: &webhook_id,
-        api_key,
-        event_type: &event.event_type,
+        webhook_id: webhook_id.clone(),
+        api_key: api_key.to_owned(),
+        event_type: event.event_type.clone(),
         status: initial,
-        message_id: event.message_id(),
+        message_id: event.message_id().map(str::to_owned),
         cid: event.cid(),
-        user_id: event.subject_user_id(),
-        payload,
+        user_id: event.subject_user_id().map(str::to_owned),
+        payload: payload.to_owned(),
+        received_at: chrono::Utc::now(),
     };
-    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
-    let inserted = state
-        .store
-        .insert_event(&new)
+    let stored = state
+        .writer
+        .write(new)
         .await
-        .map_err(|e| unavailable(&e))?;
-    let (event_id, status) = match inserted {
-        Inserted::New(id) if initial != status::RECEIVED => {
-            let status = if initial == status::IGNORED {
-                "ignored"
-            } else {
-                "own"
-            };
-            tracing::info!(status, "recorded, not scored");
-            return Ok(Receipt {
-                status,
-                webhook_id,
-                event_id: id,
-            });
-        }
-        Inserted::New(id) => (id, status::RECEIVED.to_owned()),
-        Inserted::Duplicate { id, status } => (id, status),
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (event_id, status) = match stored {
+        Stored::New { id } => (
+            id,
+            match initial {
+                status::IGNORED => "ignored",
+                status::OWN => "own",
+                _ => "queued",
+            },
+        ),
+        Stored::Duplicate { id, .. } => (id, "duplicate"),
     };
     span.record("event_id", event_id);
-    if status != status::RECEIVED {
-        tracing::info!(%status, "duplicate delivery");
-        return Ok(Receipt {
-            status: "duplicate",
-            webhook_id,
-            event_id,
-        });
-    }
-    // New, or stored by an earlier delivery that failed before it was queued: enqueue under a key
-    // that makes concurrent deliveries one job.
-    enqueue_first_attempt(
-        &state.store,
-        state.queue.as_ref(),
-        event_id,
-        &webhook_id,
-        chrono::Utc::now(),
-    )
-    .await
-    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    tracing::info!("queued");
+    tracing::info!(status, "accepted");
     Ok(Receipt {
-        status: "queued",
+        status,
         webhook_id,
         event_id,
     })
-}
-
-/// Puts attempt 1 of an event on the queue and marks it queued.
-pub async fn enqueue_first_attempt(
-    store: &Store,
-    queue: &dyn JobQueue,
-    event_id: i64,
-    webhook_id: &str,
-    received_at: chrono::DateTime<chrono::Utc>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let job = ScoreJob {
-        event_id,
-        webhook_id: webhook_id.to_owned(),
-        attempt: 1,
-        received_at,
-    };
-    let opts = EnqueueOptions {
-        idempotency_key: Some(crate::queue::idempotency_key(webhook_id, 1)),
-        delay: None,
-    };
-    queue.enqueue(&job, opts).await?;
-    store.mark_queued(event_id).await?;
-    Ok(())
-}
-
-/// Enqueues events that were stored but never queued (a crash between the two steps).
-pub async fn requeue_unqueued(
-    store: &Store,
-    queue: &dyn JobQueue,
-) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let mut n = 0;
-    loop {
-        let rows = store.list_unqueued_events(500).await?;
-        if rows.is_empty() {
-            return Ok(n);
-        }
-        for row in rows {
-            enqueue_first_attempt(store, queue, row.id, &row.webhook_id, row.received_at).await?;
-            n += 1;
-        }
-    }
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::domain::ChatEvent;
 use crate::engine::{ScoreContext, Scorer};
 use crate::policy::Policy;
-use crate::store::{EventRow, NewDecision, Store, StoreError, status};
+use crate::store::{Attempt, EventRow, NewDecision, Store, StoreError, status};
 
 /// Everything a job needs; shared by all jobs of one worker.
 pub struct JobContext {
@@ -78,7 +78,7 @@ pub(super) async fn handle(job: ScoreJob, ctx: Data<Arc<JobContext>>) -> Result<
 }
 
 impl JobContext {
-    /// Runs one attempt. An error here means the failure could not even be recorded; apalis then
+    /// Runs one attempt. An error here means the outcome could not even be recorded; apalis then
     /// re-runs the job.
     pub async fn run(&self, job: ScoreJob) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -97,11 +97,13 @@ impl JobContext {
         if let Some(m) = &event.message_id {
             tracing::Span::current().record("message_id", m.as_str());
         }
-        let attempt_id = self
-            .store
-            .record_attempt_start(event.id, job.attempt, &self.worker_name)
-            .await?;
-        match self.process(&event).await {
+        let attempt = Attempt {
+            event_id: event.id,
+            attempt: job.attempt,
+            worker: &self.worker_name,
+            started_at: chrono::Utc::now(),
+        };
+        match self.process(&event, &attempt).await {
             Ok(outcome) => {
                 metrics::histogram!("chatguard_job_seconds")
                     .record(started.elapsed().as_secs_f64());
@@ -110,46 +112,45 @@ impl JobContext {
                 Ok(())
             }
             Err(e) => {
-                let error = e.to_string();
                 metrics::counter!("chatguard_jobs_total", "outcome" => "failed").increment(1);
-                self.store.record_attempt_error(attempt_id, &error).await?;
-                self.retry_or_bury(&job, &error).await
+                self.retry_or_bury(&job, &attempt, &e.to_string()).await
             }
         }
     }
 
-    async fn retry_or_bury(&self, job: &ScoreJob, error: &str) -> Result<(), StoreError> {
-        let max = self.config.queue.max_attempts;
-        if job.attempt >= max {
+    async fn retry_or_bury(
+        &self,
+        job: &ScoreJob,
+        attempt: &Attempt<'_>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        if job.attempt >= self.config.queue.max_attempts {
             tracing::error!(
                 error,
                 attempts = job.attempt,
                 "job failed for the last time; dead letter"
             );
             metrics::counter!("chatguard_dead_letters_total").increment(1);
-            return self
-                .store
-                .insert_dead_letter(job.event_id, &job.webhook_id, job.attempt, error)
-                .await;
+            return self.store.record_failed_attempt(attempt, error, true).await;
         }
         let delay = self.config.retry_delay(job.attempt);
-        let next = ScoreJob {
-            attempt: job.attempt + 1,
-            ..job.clone()
-        };
         tracing::warn!(
             error,
             retry_in_secs = delay.as_secs(),
             "job failed; retrying"
         );
+        // Status first: once enqueued, the retry may run (and finish) at any moment.
+        self.store
+            .record_failed_attempt(attempt, error, false)
+            .await?;
+        let next = ScoreJob {
+            attempt: job.attempt + 1,
+            ..job.clone()
+        };
         let opts = EnqueueOptions {
             idempotency_key: Some(idempotency_key(&job.webhook_id, next.attempt)),
             delay: Some(delay),
         };
-        // Status first: once enqueued, the retry may run (and finish) at any moment.
-        self.store
-            .set_event_status(job.event_id, status::RETRYING, Some(error))
-            .await?;
         if let Err(e) = self.queue.enqueue(&next, opts).await {
             // Leave the failure to apalis, which re-runs the job rather than lose it.
             tracing::error!(error = %e, "could not enqueue the retry");
@@ -160,14 +161,17 @@ impl JobContext {
         Ok(())
     }
 
-    /// Scores and records a message event, or marks any other event processed.
-    async fn process(&self, row: &EventRow) -> Result<&'static str, JobError> {
+    /// Scores and records a message event, or marks any other event processed; either way the
+    /// attempt is recorded in the same transaction.
+    async fn process(
+        &self,
+        row: &EventRow,
+        attempt: &Attempt<'_>,
+    ) -> Result<&'static str, JobError> {
         let event = ChatEvent::parse(row.payload.as_bytes())?;
         let scored = event.kind().is_some_and(|k| k.is_scored());
         let Some(text) = event.text().filter(|_| scored) else {
-            self.store
-                .set_event_status(row.id, status::PROCESSED, None)
-                .await?;
+            self.store.mark_processed(attempt).await?;
             return Ok("processed");
         };
         let channel_type = event.channel_type();
@@ -178,30 +182,26 @@ impl JobContext {
         let verdict = self.policy.decide(&assessment);
         let dry_run = self.config.dry_run();
         let action = actions::plan(verdict.decision, &event);
-        let action_json = serde_json::to_string(&action)?;
-        let inserted = self
-            .store
-            .insert_decision(&NewDecision {
-                event_id: row.id,
-                webhook_id: &row.webhook_id,
-                event_type: &row.event_type,
-                message_id: row.message_id.as_deref(),
-                cid: row.cid.as_deref(),
-                user_id: row.user_id.as_deref(),
-                text,
-                scores: assessment.scores,
-                matched_rules: &serde_json::to_string(&assessment.matches)?,
-                reasons: &serde_json::to_string(&verdict.reasons)?,
-                decision: verdict.decision.as_str(),
-                policy_version: &self.policy.version,
-                action: &action_json,
-                action_status: actions::status(&action, dry_run),
-                dry_run,
-                worker: &self.worker_name,
-                received_at: row.received_at,
-            })
-            .await?;
-        if inserted {
+        let decision = NewDecision {
+            event_id: row.id,
+            webhook_id: &row.webhook_id,
+            event_type: &row.event_type,
+            message_id: row.message_id.as_deref(),
+            cid: row.cid.as_deref(),
+            user_id: row.user_id.as_deref(),
+            text,
+            scores: assessment.scores,
+            matched_rules: &serde_json::to_string(&assessment.matches)?,
+            reasons: &serde_json::to_string(&verdict.reasons)?,
+            decision: verdict.decision.as_str(),
+            policy_version: &self.policy.version,
+            action: &serde_json::to_string(&action)?,
+            action_status: actions::status(&action, dry_run),
+            dry_run,
+            worker: &self.worker_name,
+            received_at: row.received_at,
+        };
+        if self.store.insert_decision(&decision, attempt).await? {
             metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
                 .increment(1);
             tracing::info!(

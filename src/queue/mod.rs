@@ -62,7 +62,11 @@ pub enum QueueError {
 #[async_trait::async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// Stores the job durably; returns once it is committed.
-    async fn enqueue(&self, job: &ScoreJob, opts: EnqueueOptions) -> Result<(), QueueError>;
+    async fn enqueue(&self, job: &ScoreJob, opts: EnqueueOptions) -> Result<(), QueueError> {
+        self.enqueue_many(vec![(job.clone(), opts)]).await
+    }
+    /// Stores several jobs in one transaction; returns once it is committed.
+    async fn enqueue_many(&self, jobs: Vec<(ScoreJob, EnqueueOptions)>) -> Result<(), QueueError>;
     /// Jobs waiting or running (not finished, not given up).
     async fn depth(&self) -> Result<i64, QueueError>;
     /// Deletes finished rows older than `older_than`; returns how many.

@@ -47,12 +47,34 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
 
 #[async_trait::async_trait]
 impl JobQueue for PgQueue {
-    async fn enqueue(&self, job: &ScoreJob, opts: EnqueueOptions) -> Result<(), QueueError> {
+    async fn enqueue_many(&self, jobs: Vec<(ScoreJob, EnqueueOptions)>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let tasks: Vec<_> = jobs
+            .iter()
+            .map(|(job, opts)| job::build_task(job, opts))
+            .collect();
         let mut storage = self.storage.clone();
-        storage
-            .push_task(super::job::build_task(job, &opts))
-            .await
-            .map_err(|e| QueueError::Backend(e.to_string()))
+        match storage.push_all(futures::stream::iter(tasks)).await {
+            Ok(()) => Ok(()),
+            // apalis-postgres 1.0 inserts without ON CONFLICT, so one key already queued fails the
+            // whole batch (apalis-sqlite skips it). Keep SQLite's meaning: push one at a time and
+            // count an existing key as queued.
+            Err(e) if is_duplicate_key(&e) => {
+                for (job, opts) in &jobs {
+                    match storage.push_task(job::build_task(job, opts)).await {
+                        Ok(()) => {}
+                        Err(e) if is_duplicate_key(&e) => {
+                            tracing::debug!(key = ?opts.idempotency_key, "job already queued");
+                        }
+                        Err(e) => return Err(QueueError::Backend(e.to_string())),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(QueueError::Backend(e.to_string())),
+        }
     }
 
     async fn depth(&self) -> Result<i64, QueueError> {
@@ -78,6 +100,19 @@ impl JobQueue for PgQueue {
         Ok(done.rows_affected())
     }
 }
+
+/// True when a push failed only because a job with the same idempotency key exists.
+fn is_duplicate_key(e: &TaskSinkError<apalis_postgres::Error>) -> bool {
+    match e {
+        TaskSinkError::PushError(apalis_postgres::Error::Database(sqlx::Error::Database(db))) => {
+            db.is_unique_violation() && db.constraint() == Some(IDEMPOTENCY_INDEX)
+        }
+        _ => false,
+    }
+}
+
+/// apalis-postgres's unique index on `(job_type, idempotency_key)`.
+const IDEMPOTENCY_INDEX: &str = "idx_jobs_idempotency_key";
 
 pub async fn run_worker(
     pool: PgPool,

@@ -48,10 +48,17 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
 
 #[async_trait::async_trait]
 impl JobQueue for SqliteQueue {
-    async fn enqueue(&self, job: &ScoreJob, opts: EnqueueOptions) -> Result<(), QueueError> {
+    async fn enqueue_many(&self, jobs: Vec<(ScoreJob, EnqueueOptions)>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let tasks: Vec<_> = jobs
+            .iter()
+            .map(|(job, opts)| job::build_task(job, opts))
+            .collect();
         let mut storage = self.storage.clone();
         storage
-            .push_task(job::build_task(job, &opts))
+            .push_all(futures::stream::iter(tasks))
             .await
             .map_err(|e| QueueError::Backend(e.to_string()))
     }

@@ -15,7 +15,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 
-pub use rows::{DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent};
+pub use rows::{Attempt, DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent};
 pub use sqlite::JobsWake;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +30,9 @@ pub enum StoreError {
 
 /// Event statuses, as stored.
 pub mod status {
-    /// Stored, not yet on the queue (a crash between the two is repaired on redelivery).
+    /// Stored and put on the queue, waiting for a worker. (A crash between the two steps is
+    /// repaired by re-enqueueing `received` events at start-up; the push is idempotent.)
     pub const RECEIVED: &str = "received";
-    pub const QUEUED: &str = "queued";
     /// An event type chatguard does not handle.
     pub const IGNORED: &str = "ignored";
     /// Caused by chatguard's own bot user; never acted on.
@@ -40,7 +40,9 @@ pub mod status {
     pub const DECIDED: &str = "decided";
     /// Handled without a decision (bans, deletions, user flags).
     pub const PROCESSED: &str = "processed";
+    /// Failed; a retry is queued with a delay.
     pub const RETRYING: &str = "retrying";
+    /// Out of attempts; listed by `chatguard dead-letters`.
     pub const DEAD: &str = "dead";
 }
 
@@ -61,7 +63,21 @@ macro_rules! on_pool {
     };
 }
 
-/// What [`Store::insert_event`] found.
+/// Inserts a `job_attempts` row inside transaction `$tx`.
+macro_rules! insert_attempt {
+    ($tx:ident, $a:expr, $error:expr) => {
+        sqlx::query("insert into job_attempts (event_id, attempt, worker, started_at, error) values ($1, $2, $3, $4, $5)")
+            .bind($a.event_id)
+            .bind(i64::from($a.attempt))
+            .bind($a.worker)
+            .bind($a.started_at)
+            .bind($error)
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
+/// What [`Store::insert_events`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     New(i64),
@@ -139,73 +155,47 @@ impl Store {
         on_pool!(&self.db, pool => pool.close().await);
     }
 
-    /// Stores a verified webhook once per webhook id; a repeat bumps `deliveries` and reports the
-    /// stored status.
-    #[tracing::instrument(skip_all, fields(webhook_id = %e.webhook_id))]
-    pub async fn insert_event(&self, e: &NewEvent<'_>) -> Result<Inserted, StoreError> {
-        let now = Utc::now();
-        let inserted: Option<i64> = on_pool!(&self.db, pool => sqlx::query_scalar(
-            "insert into events (webhook_id, api_key, event_type, status, message_id, cid, user_id,
-                                 payload, received_at, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             on conflict (webhook_id) do nothing
-             returning id",
-        )
-        .bind(e.webhook_id)
-        .bind(e.api_key)
-        .bind(e.event_type)
-        .bind(e.status)
-        .bind(e.message_id)
-        .bind(e.cid.as_deref())
-        .bind(e.user_id)
-        .bind(e.payload)
-        .bind(now)
-        .fetch_optional(pool)
-        .await?);
-        if let Some(id) = inserted {
-            return Ok(Inserted::New(id));
-        }
-        let row: Option<(i64, String)> = on_pool!(&self.db, pool => sqlx::query_as(
-            "update events set deliveries = deliveries + 1 where webhook_id = $1 returning id, status",
-        )
-        .bind(e.webhook_id)
-        .fetch_optional(pool)
-        .await?);
-        let (id, status) = row.ok_or(StoreError::NotFound)?;
-        Ok(Inserted::Duplicate { id, status })
-    }
-
-    pub async fn set_event_status(
-        &self,
-        id: i64,
-        status: &str,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        on_pool!(&self.db, pool => { sqlx::query(
-            "update events set status = $2, last_error = coalesce($3, last_error), updated_at = $4 where id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .bind(error)
-        .bind(Utc::now())
-        .execute(pool)
-        .await?; });
-        Ok(())
-    }
-
-    /// Moves an event from `received` (or `dead`, when a dead letter is retried) to `queued`.
-    /// Conditional, because a fast worker may already have decided it.
-    pub async fn mark_queued(&self, id: i64) -> Result<(), StoreError> {
+    /// Stores verified webhooks in one transaction, each once per webhook id; a repeat bumps
+    /// `deliveries` and reports the stored status. Results are in input order.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Inserted>, StoreError> {
+        let mut out = Vec::with_capacity(events.len());
         on_pool!(&self.db, pool => {
-            sqlx::query(
-                "update events set status = 'queued', updated_at = $2 where id = $1 and status in ('received', 'dead')",
-            )
-            .bind(id)
-            .bind(Utc::now())
-            .execute(pool)
-            .await?;
+            let mut tx = pool.begin().await?;
+            for e in events {
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "insert into events (webhook_id, api_key, event_type, status, message_id, cid, user_id,
+                                         payload, received_at, updated_at)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                     on conflict (webhook_id) do nothing
+                     returning id",
+                )
+                .bind(&e.webhook_id)
+                .bind(&e.api_key)
+                .bind(&e.event_type)
+                .bind(e.status)
+                .bind(&e.message_id)
+                .bind(&e.cid)
+                .bind(&e.user_id)
+                .bind(&e.payload)
+                .bind(e.received_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = inserted {
+                    out.push(Inserted::New(id));
+                    continue;
+                }
+                let (id, status): (i64, String) = sqlx::query_as(
+                    "update events set deliveries = deliveries + 1 where webhook_id = $1 returning id, status",
+                )
+                .bind(&e.webhook_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                out.push(Inserted::Duplicate { id, status });
+            }
+            tx.commit().await?;
         });
-        Ok(())
+        Ok(out)
     }
 
     pub async fn get_event(&self, id: i64) -> Result<EventRow, StoreError> {
@@ -232,13 +222,18 @@ impl Store {
         row.ok_or(StoreError::NotFound)
     }
 
-    /// Events still marked `received`: stored but never put on the queue.
-    pub async fn list_unqueued_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+    /// Events still waiting for a worker (`received`) with ids above `after`, oldest first.
+    pub async fn list_received_events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
         Ok(on_pool!(&self.db, pool => sqlx::query_as(
             "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
                     payload, attempts, last_error, received_at
-             from events where status = 'received' order by id limit $1",
+             from events where status = 'received' and id > $1 order by id limit $2",
         )
+        .bind(after)
         .bind(limit)
         .fetch_all(pool)
         .await?))
@@ -253,46 +248,61 @@ impl Store {
         .await?))
     }
 
-    /// Notes the start of an attempt and bumps the event's attempt count.
-    pub async fn record_attempt_start(
+    /// Records a failed attempt and, in the same transaction, the event's new status
+    /// (`retrying`, or `dead` with a dead letter when `dead` is true).
+    pub async fn record_failed_attempt(
         &self,
-        event_id: i64,
-        attempt: u32,
-        worker: &str,
-    ) -> Result<i64, StoreError> {
+        a: &Attempt<'_>,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError> {
         let now = Utc::now();
-        let id: i64 = on_pool!(&self.db, pool => {
+        on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("update events set attempts = attempts + 1, updated_at = $2 where id = $1")
-                .bind(event_id)
+            insert_attempt!(tx, a, Some(error));
+            let next = if dead { status::DEAD } else { status::RETRYING };
+            sqlx::query(
+                "update events set status = $2, attempts = attempts + 1, last_error = $3, updated_at = $4 where id = $1",
+            )
+            .bind(a.event_id)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if dead {
+                sqlx::query(
+                    "insert into dead_letters (event_id, webhook_id, attempts, last_error, failed_at)
+                     select id, webhook_id, $2, $3, $4 from events where id = $1
+                     on conflict (event_id) do update
+                     set attempts = excluded.attempts, last_error = excluded.last_error,
+                         failed_at = excluded.failed_at, retried_at = null",
+                )
+                .bind(a.event_id)
+                .bind(i64::from(a.attempt))
+                .bind(error)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            let id: i64 = sqlx::query_scalar(
-                "insert into job_attempts (event_id, attempt, worker, started_at) values ($1, $2, $3, $4) returning id",
-            )
-            .bind(event_id)
-            .bind(i64::from(attempt))
-            .bind(worker)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            }
             tx.commit().await?;
-            id
         });
-        Ok(id)
+        Ok(())
     }
 
-    pub async fn record_attempt_error(
-        &self,
-        attempt_id: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        on_pool!(&self.db, pool => { sqlx::query("update job_attempts set error = $2 where id = $1")
-            .bind(attempt_id)
-            .bind(error)
-            .execute(pool)
-            .await?; });
+    /// Records a successful attempt at an event that needs no decision.
+    pub async fn mark_processed(&self, a: &Attempt<'_>) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            insert_attempt!(tx, a, None::<&str>);
+            sqlx::query("update events set status = 'processed', attempts = attempts + 1, updated_at = $2 where id = $1")
+                .bind(a.event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -306,13 +316,18 @@ impl Store {
         .await?))
     }
 
-    /// Stores a decision and marks its event decided, in one transaction. Returns false when the
-    /// event already had one (a re-run job), which is then left untouched.
+    /// Stores a decision, the attempt that made it, and marks its event decided, in one
+    /// transaction. Returns false when the event already had a decision (a re-run job).
     #[tracing::instrument(skip_all, fields(event_id = d.event_id))]
-    pub async fn insert_decision(&self, d: &NewDecision<'_>) -> Result<bool, StoreError> {
+    pub async fn insert_decision(
+        &self,
+        d: &NewDecision<'_>,
+        a: &Attempt<'_>,
+    ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let inserted = on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            insert_attempt!(tx, a, None::<&str>);
             let done = sqlx::query(
                 "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
                      toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
@@ -344,7 +359,7 @@ impl Store {
             .await?
             .rows_affected()
                 == 1;
-            sqlx::query("update events set status = 'decided', updated_at = $2 where id = $1")
+            sqlx::query("update events set status = 'decided', attempts = attempts + 1, updated_at = $2 where id = $1")
                 .bind(d.event_id)
                 .bind(now)
                 .execute(&mut *tx)
@@ -391,42 +406,6 @@ impl Store {
         )
     }
 
-    /// Records that an event's job used up its attempts, and marks the event dead.
-    pub async fn insert_dead_letter(
-        &self,
-        event_id: i64,
-        webhook_id: &str,
-        attempts: u32,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let now = Utc::now();
-        on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "insert into dead_letters (event_id, webhook_id, attempts, last_error, failed_at)
-                 values ($1, $2, $3, $4, $5)
-                 on conflict (event_id) do update
-                 set attempts = excluded.attempts, last_error = excluded.last_error,
-                     failed_at = excluded.failed_at, retried_at = null",
-            )
-            .bind(event_id)
-            .bind(webhook_id)
-            .bind(i64::from(attempts))
-            .bind(error)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("update events set status = 'dead', last_error = $2, updated_at = $3 where id = $1")
-                .bind(event_id)
-                .bind(error)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// Dead letters not yet sent back to the queue (all of them with `include_retried`).
     pub async fn list_dead_letters(
         &self,
@@ -444,7 +423,7 @@ impl Store {
         .await?))
     }
 
-    /// Marks a dead letter as sent back to the queue and its event as queued again (unless a
+    /// Marks a dead letter as sent back to the queue and its event as waiting again (unless a
     /// worker has already picked it up).
     pub async fn mark_dead_letter_retried(&self, id: i64) -> Result<(), StoreError> {
         let now = Utc::now();
@@ -458,7 +437,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             let event_id = event_id.ok_or(StoreError::NotFound)?;
-            sqlx::query("update events set status = 'queued', updated_at = $2 where id = $1 and status = 'dead'")
+            sqlx::query("update events set status = 'received', updated_at = $2 where id = $1 and status = 'dead'")
                 .bind(event_id)
                 .bind(now)
                 .execute(&mut *tx)

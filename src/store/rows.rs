@@ -6,16 +6,26 @@ use serde::Serialize;
 use crate::domain::Scores;
 
 /// A verified webhook about to be stored.
-#[derive(Debug)]
-pub struct NewEvent<'a> {
-    pub webhook_id: &'a str,
-    pub api_key: &'a str,
-    pub event_type: &'a str,
-    pub status: &'a str,
-    pub message_id: Option<&'a str>,
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub webhook_id: String,
+    pub api_key: String,
+    pub event_type: String,
+    pub status: &'static str,
+    pub message_id: Option<String>,
     pub cid: Option<String>,
-    pub user_id: Option<&'a str>,
-    pub payload: &'a str,
+    pub user_id: Option<String>,
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One run of a job, recorded in `job_attempts` together with its outcome.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub event_id: i64,
+    pub attempt: u32,
+    pub worker: &'a str,
+    pub started_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]

@@ -445,3 +445,33 @@ async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
     app.stop().await;
     db.cleanup().await;
 }
+
+async fn pushing_a_queued_key_again_is_a_no_op(db: &TestDb, _: Backend) {
+    let app = TestApp::spawn(config(&db.url, &[("CHATGUARD_QUEUE__RUN_WORKER", "false")])).await;
+    let q = &app.services.queue;
+    let job = |event_id: i64, key: &str| {
+        (
+            queue::ScoreJob {
+                event_id,
+                webhook_id: key.to_owned(),
+                attempt: 1,
+                received_at: chrono::Utc::now(),
+            },
+            queue::EnqueueOptions {
+                idempotency_key: Some(queue::idempotency_key(key, 1)),
+                delay: None,
+            },
+        )
+    };
+    q.enqueue_many(vec![job(1, "k1")]).await.unwrap();
+    q.enqueue_many(vec![job(1, "k1")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 1);
+    // A batch holding a queued key and new ones keeps the new ones (apalis-postgres alone would
+    // reject the whole batch).
+    q.enqueue_many(vec![job(2, "k2"), job(1, "k1"), job(3, "k3")])
+        .await
+        .unwrap();
+    assert_eq!(q.depth().await.unwrap(), 3);
+    app.stop().await;
+}
+both_backends!(idempotent_enqueue, pushing_a_queued_key_again_is_a_no_op);
