@@ -90,7 +90,12 @@ pub enum Inserted {
 
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Writes (and the queue). On SQLite one connection: writers then wait their turn in the pool
+    /// instead of sleeping in SQLite's busy handler, which costs milliseconds under load.
     db: Db,
+    /// Reads. On SQLite a separate pool (WAL readers never wait for the writer); on PostgreSQL the
+    /// same pool as `db`.
+    reads: Db,
     wake: Option<JobsWake>,
 }
 
@@ -98,9 +103,10 @@ impl Store {
     /// Opens (creating a SQLite file if needed) the database at `url`. Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            let (pool, wake) = sqlite::connect(url, max_connections).await?;
+            let (writer, reader, wake) = sqlite::connect(url, max_connections).await?;
             Ok(Self {
-                db: Db::Sqlite(pool),
+                db: Db::Sqlite(writer),
+                reads: Db::Sqlite(reader),
                 wake: Some(wake),
             })
         } else {
@@ -111,7 +117,8 @@ impl Store {
                 .connect_with(options)
                 .await?;
             Ok(Self {
-                db: Db::Postgres(pool),
+                db: Db::Postgres(pool.clone()),
+                reads: Db::Postgres(pool),
                 wake: None,
             })
         }
@@ -130,8 +137,14 @@ impl Store {
         Ok(())
     }
 
+    /// The pool writes go through (the queue uses it too).
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The pool reads go through.
+    pub fn read_db(&self) -> &Db {
+        &self.reads
     }
 
     /// Wakes the queue on SQLite inserts into the jobs table (this process's writes only).
@@ -147,11 +160,12 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(&self.db, pool => { sqlx::query("select 1").execute(pool).await?; });
+        on_pool!(&self.reads, pool => { sqlx::query("select 1").execute(pool).await?; });
         Ok(())
     }
 
     pub async fn close(&self) {
+        on_pool!(&self.reads, pool => pool.close().await);
         on_pool!(&self.db, pool => pool.close().await);
     }
 
@@ -199,7 +213,7 @@ impl Store {
     }
 
     pub async fn get_event(&self, id: i64) -> Result<EventRow, StoreError> {
-        let row: Option<EventRow> = on_pool!(&self.db, pool => sqlx::query_as(
+        let row: Option<EventRow> = on_pool!(&self.reads, pool => sqlx::query_as(
             "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
                     payload, attempts, last_error, received_at
              from events where id = $1",
@@ -211,7 +225,7 @@ impl Store {
     }
 
     pub async fn get_event_by_webhook_id(&self, webhook_id: &str) -> Result<EventRow, StoreError> {
-        let row: Option<EventRow> = on_pool!(&self.db, pool => sqlx::query_as(
+        let row: Option<EventRow> = on_pool!(&self.reads, pool => sqlx::query_as(
             "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
                     payload, attempts, last_error, received_at
              from events where webhook_id = $1",
@@ -228,7 +242,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
             "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
                     payload, attempts, last_error, received_at
              from events where status = 'received' and id > $1 order by id limit $2",
@@ -241,7 +255,7 @@ impl Store {
 
     /// Counts events per status.
     pub async fn count_events_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
             "select status, count(*) from events group by status order by status",
         )
         .fetch_all(pool)
@@ -308,7 +322,7 @@ impl Store {
 
     /// Start times of every attempt at an event, oldest first.
     pub async fn attempt_times(&self, event_id: i64) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_scalar(
             "select started_at from job_attempts where event_id = $1 order by id",
         )
         .bind(event_id)
@@ -372,7 +386,7 @@ impl Store {
 
     /// The most recent decisions, newest first.
     pub async fn recent_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
             "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
                     explicit, matched_rules, reasons, decision, policy_version, action, action_status,
                     dry_run, worker, received_at, decided_at
@@ -387,7 +401,7 @@ impl Store {
         &self,
         event_id: i64,
     ) -> Result<Option<DecisionRow>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
             "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
                     explicit, matched_rules, reasons, decision, policy_version, action, action_status,
                     dry_run, worker, received_at, decided_at
@@ -400,7 +414,7 @@ impl Store {
 
     pub async fn count_decisions(&self) -> Result<i64, StoreError> {
         Ok(
-            on_pool!(&self.db, pool => sqlx::query_scalar("select count(*) from decisions")
+            on_pool!(&self.reads, pool => sqlx::query_scalar("select count(*) from decisions")
             .fetch_one(pool)
             .await?),
         )
@@ -411,7 +425,7 @@ impl Store {
         &self,
         include_retried: bool,
     ) -> Result<Vec<DeadLetterRow>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
             "select d.id, d.event_id, d.webhook_id, e.event_type, e.message_id, d.attempts, d.last_error,
                     d.failed_at, d.retried_at, d.retry_count
              from dead_letters d join events e on e.id = d.event_id
@@ -449,7 +463,7 @@ impl Store {
 
     pub async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            on_pool!(&self.db, pool => sqlx::query_scalar("select value from settings where name = $1")
+            on_pool!(&self.reads, pool => sqlx::query_scalar("select value from settings where name = $1")
             .bind(name)
             .fetch_optional(pool)
             .await?),

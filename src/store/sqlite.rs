@@ -36,12 +36,14 @@ impl Stream for JobsWake {
     }
 }
 
-/// Opens the pool. WAL, `synchronous=NORMAL`, `busy_timeout` and foreign keys go in the connect
-/// options, so every connection gets them; pragmas run through a pool reach only one connection.
+/// Opens the writer (one connection, with the jobs wake-up hook) and the reader pool. WAL,
+/// `synchronous=NORMAL`, `busy_timeout` and foreign keys go in the connect options, so every
+/// connection gets them; pragmas run through a pool reach only one connection. Needs a database
+/// file (`sqlite::memory:` would give each pool its own database).
 pub async fn connect(
     url: &str,
     max_connections: u32,
-) -> Result<(SqlitePool, JobsWake), sqlx::Error> {
+) -> Result<(SqlitePool, SqlitePool, JobsWake), sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -49,9 +51,9 @@ pub async fn connect(
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
     let (tx, rx) = unbounded::<()>();
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
         .after_connect(move |conn, _meta| {
             let tx = tx.clone();
             Box::pin(async move {
@@ -64,10 +66,15 @@ pub async fn connect(
                 Ok(())
             })
         })
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.create_if_missing(false));
     Ok((
-        pool,
+        writer,
+        reader,
         JobsWake {
             rx: Arc::new(Mutex::new(rx)),
         },

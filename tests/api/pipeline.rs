@@ -282,12 +282,12 @@ async fn every_sqlite_connection_gets_wal_normal_sync_and_busy_timeout() {
     let store = Store::connect(&db.url, 4).await.unwrap();
     store.migrate().await.unwrap();
     queue::migrate(&store).await.unwrap();
-    let Db::Sqlite(pool) = store.db() else {
+    let (Db::Sqlite(writer), Db::Sqlite(reader)) = (store.db(), store.read_db()) else {
         unreachable!()
     };
-    let mut conns = Vec::new();
-    for _ in 0..4 {
-        conns.push(pool.acquire().await.unwrap());
+    let mut conns = vec![writer.acquire().await.unwrap()];
+    for _ in 0..3 {
+        conns.push(reader.acquire().await.unwrap());
     }
     for conn in &mut conns {
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
