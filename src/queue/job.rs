@@ -201,7 +201,7 @@ impl JobContext {
             worker: &self.worker_name,
             received_at: row.received_at,
         };
-        if self.store.insert_decision(&decision, attempt).await? {
+        if self.store.insert_decision(&decision).await? {
             metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
                 .increment(1);
             tracing::info!(

@@ -304,12 +304,11 @@ impl Store {
         Ok(())
     }
 
-    /// Records a successful attempt at an event that needs no decision.
+    /// Counts a successful attempt at an event that needs no decision and marks it processed.
     pub async fn mark_processed(&self, a: &Attempt<'_>) -> Result<(), StoreError> {
         let now = Utc::now();
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            insert_attempt!(tx, a, None::<&str>);
             sqlx::query("update events set status = 'processed', attempts = attempts + 1, updated_at = $2 where id = $1")
                 .bind(a.event_id)
                 .bind(now)
@@ -320,7 +319,7 @@ impl Store {
         Ok(())
     }
 
-    /// Start times of every attempt at an event, oldest first.
+    /// Start times of every failed attempt at an event, oldest first.
     pub async fn attempt_times(&self, event_id: i64) -> Result<Vec<DateTime<Utc>>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_scalar(
             "select started_at from job_attempts where event_id = $1 order by id",
@@ -330,18 +329,14 @@ impl Store {
         .await?))
     }
 
-    /// Stores a decision, the attempt that made it, and marks its event decided, in one
-    /// transaction. Returns false when the event already had a decision (a re-run job).
+    /// Stores a decision, counts the attempt and marks its event decided, in one transaction.
+    /// Returns false when the event already had a decision (a re-run job). Successful attempts
+    /// leave no `job_attempts` row: the decision records the worker and the time.
     #[tracing::instrument(skip_all, fields(event_id = d.event_id))]
-    pub async fn insert_decision(
-        &self,
-        d: &NewDecision<'_>,
-        a: &Attempt<'_>,
-    ) -> Result<bool, StoreError> {
+    pub async fn insert_decision(&self, d: &NewDecision<'_>) -> Result<bool, StoreError> {
         let now = Utc::now();
         let inserted = on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            insert_attempt!(tx, a, None::<&str>);
             let done = sqlx::query(
                 "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
                      toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,

@@ -19,7 +19,7 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
 }
 
-/// One run of a job, recorded in `job_attempts` together with its outcome.
+/// One run of a job; a failed one is recorded in `job_attempts` with its error.
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
     pub event_id: i64,

@@ -311,7 +311,14 @@ async fn three_deliveries_of_one_id_make_one_job_and_one_decision(db: &TestDb, _
     assert_eq!(event.deliveries, 4);
     assert_eq!(event.attempts, 1, "scored once");
     assert_eq!(app.store().count_decisions().await.unwrap(), 1);
-    assert_eq!(app.store().attempt_times(event.id).await.unwrap().len(), 1);
+    assert!(
+        app.store()
+            .attempt_times(event.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no failed attempt"
+    );
     app.stop().await;
 }
 both_backends!(

@@ -433,7 +433,7 @@ async fn two_worker_processes_on_one_postgres_decide_each_event_exactly_once() {
         N as i64
     );
     assert_eq!(
-        scalar(&db, "select count(*) from job_attempts").await,
+        scalar(&db, "select count(*) from events where attempts = 1").await,
         N as i64,
         "no event ran twice"
     );
