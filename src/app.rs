@@ -41,7 +41,7 @@ pub enum StartError {
     },
     #[error("server")]
     Serve(#[source] std::io::Error),
-    #[error("re-queueing stored events: {0}")]
+    #[error("{0}")]
     Requeue(String),
 }
 
@@ -109,14 +109,14 @@ impl Services {
     }
 
     pub fn job_context(&self) -> Arc<JobContext> {
-        Arc::new(JobContext {
-            store: self.store.clone(),
-            queue: self.queue.clone(),
-            scorer: self.scorer.clone(),
-            policy: self.policy.clone(),
-            config: self.config.clone(),
-            worker_name: queue::worker_name(),
-        })
+        Arc::new(JobContext::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.scorer.clone(),
+            self.policy.clone(),
+            self.config.clone(),
+            queue::worker_name(),
+        ))
     }
 }
 
@@ -179,7 +179,7 @@ impl App {
         let worker = if self.run_worker {
             let n = ingest::requeue_received(&self.services.store, self.services.queue.as_ref())
                 .await
-                .map_err(|e| StartError::Requeue(e.to_string()))?;
+                .map_err(StartError::Requeue)?;
             if n > 0 {
                 tracing::info!(
                     events = n,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod group_commit;
 pub mod ingest;
 pub mod policy;
 pub mod queue;

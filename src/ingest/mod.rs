@@ -5,7 +5,7 @@ pub mod body;
 pub mod signature;
 mod writer;
 
-pub use writer::{EventWriter, Stored, WriteError, requeue_received};
+pub use writer::{EventWriter, Stored, requeue_received};
 
 use std::collections::HashMap;
 use std::sync::Arc;

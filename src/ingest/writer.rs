@@ -1,20 +1,15 @@
-//! Group commit for ingest: handlers hand verified events to one task, which stores whatever has
-//! accumulated in one transaction, queues their jobs in one more, and only then answers each
-//! handler. Under light load a batch is one event (no timer, no added wait); under heavy load
-//! batches grow and the per-event cost of a commit shrinks. SQLite has one writer, so this also
-//! stops ingest connections from fighting over its lock (and sleeping in its busy handler).
+//! Ingest's group commit: verified webhooks are stored in one transaction per batch and their
+//! jobs queued in one push, and only then is each handler answered. SQLite has one writer, so this
+//! also keeps ingest from queueing for it once per webhook.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-
+use crate::group_commit::{GroupCommit, GroupCommitError};
 use crate::queue::{EnqueueOptions, JobQueue, ScoreJob, idempotency_key};
 use crate::store::{Inserted, NewEvent, Store, status};
 
 /// Most events one batch takes.
 const MAX_BATCH: usize = 512;
-/// Events waiting for the writer before handlers wait to hand theirs over.
-const CHANNEL: usize = 4096;
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,62 +20,27 @@ pub enum Stored {
     Duplicate { id: i64, status: String },
 }
 
-#[derive(Debug, thiserror::Error, Clone)]
-pub enum WriteError {
-    #[error("storing the batch failed: {0}")]
-    Failed(String),
-    #[error("the event writer has stopped")]
-    Stopped,
-}
-
-struct Pending {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<Stored, WriteError>>,
-}
-
 /// A handle to the writer task; cheap to clone.
 #[derive(Clone)]
-pub struct EventWriter {
-    tx: mpsc::Sender<Pending>,
-}
+pub struct EventWriter(GroupCommit<NewEvent, Stored>);
 
 impl EventWriter {
     /// Starts the writer task; it ends when every handle is dropped.
     pub fn spawn(store: Store, queue: Arc<dyn JobQueue>) -> Self {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        tokio::spawn(run(rx, store, queue));
-        Self { tx }
+        Self(GroupCommit::spawn(
+            "ingest",
+            MAX_BATCH,
+            move |events: Vec<NewEvent>| {
+                let store = store.clone();
+                let queue = queue.clone();
+                async move { write_batch(&store, queue.as_ref(), &events).await }
+            },
+        ))
     }
 
     /// Stores `event` (and queues it, if it is to be scored); returns once both are committed.
-    pub async fn write(&self, event: NewEvent) -> Result<Stored, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending { event, reply })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        answer.await.map_err(|_| WriteError::Stopped)?
-    }
-}
-
-async fn run(mut rx: mpsc::Receiver<Pending>, store: Store, queue: Arc<dyn JobQueue>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
-        metrics::histogram!("chatguard_ingest_batch_size").record(events.len() as f64);
-        match write_batch(&store, queue.as_ref(), &events).await {
-            Ok(results) => {
-                for (pending, result) in batch.drain(..).zip(results) {
-                    let _ = pending.reply.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "storing webhooks failed");
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(e.clone()));
-                }
-            }
-        }
+    pub async fn write(&self, event: NewEvent) -> Result<Stored, GroupCommitError> {
+        self.0.submit(event).await
     }
 }
 
@@ -88,8 +48,8 @@ async fn write_batch(
     store: &Store,
     queue: &dyn JobQueue,
     events: &[NewEvent],
-) -> Result<Vec<Stored>, WriteError> {
-    let fail = |e: &dyn std::fmt::Display| WriteError::Failed(e.to_string());
+) -> Result<Vec<Stored>, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("storing webhooks: {e}");
     let inserted = store.insert_events(events).await.map_err(|e| fail(&e))?;
     let mut jobs = Vec::new();
     let mut out = Vec::with_capacity(events.len());
@@ -124,8 +84,8 @@ async fn write_batch(
 
 /// Re-enqueues events stored as `received` (their jobs are pushed again under the same
 /// idempotency key, so this is a no-op for those already queued). Run at worker start-up.
-pub async fn requeue_received(store: &Store, queue: &dyn JobQueue) -> Result<usize, WriteError> {
-    let fail = |e: &dyn std::fmt::Display| WriteError::Failed(e.to_string());
+pub async fn requeue_received(store: &Store, queue: &dyn JobQueue) -> Result<usize, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("re-queueing stored events: {e}");
     let mut after = 0;
     let mut n = 0;
     loop {

@@ -13,12 +13,18 @@ use crate::actions;
 use crate::config::Config;
 use crate::domain::ChatEvent;
 use crate::engine::{ScoreContext, Scorer};
+use crate::group_commit::{GroupCommit, GroupCommitError};
 use crate::policy::Policy;
-use crate::store::{Attempt, EventRow, NewDecision, Store, StoreError, status};
+use crate::store::{Attempt, EventRow, NewDecision, Outcome, Store, StoreError, status};
+
+/// Most job outcomes one transaction records.
+const MAX_OUTCOMES: usize = 256;
 
 /// Everything a job needs; shared by all jobs of one worker.
 pub struct JobContext {
     pub store: Store,
+    /// Records successful outcomes in groups (see [`crate::group_commit`]).
+    outcomes: GroupCommit<Outcome, bool>,
     pub queue: Arc<dyn JobQueue>,
     pub scorer: Arc<dyn Scorer>,
     pub policy: Arc<Policy>,
@@ -26,10 +32,43 @@ pub struct JobContext {
     pub worker_name: String,
 }
 
+impl JobContext {
+    pub fn new(
+        store: Store,
+        queue: Arc<dyn JobQueue>,
+        scorer: Arc<dyn Scorer>,
+        policy: Arc<Policy>,
+        config: Arc<Config>,
+        worker_name: String,
+    ) -> Self {
+        let writer = store.clone();
+        let outcomes = GroupCommit::spawn("outcomes", MAX_OUTCOMES, move |batch: Vec<Outcome>| {
+            let store = writer.clone();
+            async move {
+                store
+                    .record_outcomes(&batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        Self {
+            store,
+            outcomes,
+            queue,
+            scorer,
+            policy,
+            config,
+            worker_name,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("recording the outcome: {0}")]
+    Record(#[from] GroupCommitError),
     #[error("stored payload no longer parses: {0}")]
     Payload(#[from] crate::domain::EventParseError),
     #[error("serialising the decision: {0}")]
@@ -171,7 +210,11 @@ impl JobContext {
         let event = ChatEvent::parse(row.payload.as_bytes())?;
         let scored = event.kind().is_some_and(|k| k.is_scored());
         let Some(text) = event.text().filter(|_| scored) else {
-            self.store.mark_processed(attempt).await?;
+            self.outcomes
+                .submit(Outcome::Processed {
+                    event_id: attempt.event_id,
+                })
+                .await?;
             return Ok("processed");
         };
         let channel_type = event.channel_type();
@@ -184,24 +227,28 @@ impl JobContext {
         let action = actions::plan(verdict.decision, &event);
         let decision = NewDecision {
             event_id: row.id,
-            webhook_id: &row.webhook_id,
-            event_type: &row.event_type,
-            message_id: row.message_id.as_deref(),
-            cid: row.cid.as_deref(),
-            user_id: row.user_id.as_deref(),
-            text,
+            webhook_id: row.webhook_id.clone(),
+            event_type: row.event_type.clone(),
+            message_id: row.message_id.clone(),
+            cid: row.cid.clone(),
+            user_id: row.user_id.clone(),
+            text: text.to_owned(),
             scores: assessment.scores,
-            matched_rules: &serde_json::to_string(&assessment.matches)?,
-            reasons: &serde_json::to_string(&verdict.reasons)?,
+            matched_rules: serde_json::to_string(&assessment.matches)?,
+            reasons: serde_json::to_string(&verdict.reasons)?,
             decision: verdict.decision.as_str(),
-            policy_version: &self.policy.version,
-            action: &serde_json::to_string(&action)?,
+            policy_version: self.policy.version.clone(),
+            action: serde_json::to_string(&action)?,
             action_status: actions::status(&action, dry_run),
             dry_run,
-            worker: &self.worker_name,
+            worker: self.worker_name.clone(),
             received_at: row.received_at,
         };
-        if self.store.insert_decision(&decision).await? {
+        if self
+            .outcomes
+            .submit(Outcome::Decided(Box::new(decision)))
+            .await?
+        {
             metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
                 .increment(1);
             tracing::info!(

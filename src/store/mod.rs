@@ -15,7 +15,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 
-pub use rows::{Attempt, DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent};
+pub use rows::{Attempt, DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent, Outcome};
 pub use sqlite::JobsWake;
 
 #[derive(Debug, thiserror::Error)]
@@ -304,21 +304,6 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a successful attempt at an event that needs no decision and marks it processed.
-    pub async fn mark_processed(&self, a: &Attempt<'_>) -> Result<(), StoreError> {
-        let now = Utc::now();
-        on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("update events set status = 'processed', attempts = attempts + 1, updated_at = $2 where id = $1")
-                .bind(a.event_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// Start times of every failed attempt at an event, oldest first.
     pub async fn attempt_times(&self, event_id: i64) -> Result<Vec<DateTime<Utc>>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_scalar(
@@ -329,54 +314,66 @@ impl Store {
         .await?))
     }
 
-    /// Stores a decision, counts the attempt and marks its event decided, in one transaction.
-    /// Returns false when the event already had a decision (a re-run job). Successful attempts
-    /// leave no `job_attempts` row: the decision records the worker and the time.
-    #[tracing::instrument(skip_all, fields(event_id = d.event_id))]
-    pub async fn insert_decision(&self, d: &NewDecision<'_>) -> Result<bool, StoreError> {
+    /// Records successful jobs in one transaction: each decision is stored, its attempt counted
+    /// and its event marked decided (or processed). Per outcome, true when it was new; a re-run
+    /// job whose event already has a decision gets false and changes nothing.
+    #[tracing::instrument(skip_all, fields(outcomes = outcomes.len()))]
+    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
         let now = Utc::now();
-        let inserted = on_pool!(&self.db, pool => {
+        let mut out = Vec::with_capacity(outcomes.len());
+        on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
-                     toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
-                     action_status, dry_run, worker, received_at, decided_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-                 on conflict (event_id) do nothing",
-            )
-            .bind(d.event_id)
-            .bind(d.webhook_id)
-            .bind(d.event_type)
-            .bind(d.message_id)
-            .bind(d.cid)
-            .bind(d.user_id)
-            .bind(d.text)
-            .bind(d.scores.toxicity)
-            .bind(d.scores.spam)
-            .bind(d.scores.explicit)
-            .bind(d.matched_rules)
-            .bind(d.reasons)
-            .bind(d.decision)
-            .bind(d.policy_version)
-            .bind(d.action)
-            .bind(d.action_status)
-            .bind(d.dry_run)
-            .bind(d.worker)
-            .bind(d.received_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            sqlx::query("update events set status = 'decided', attempts = attempts + 1, updated_at = $2 where id = $1")
-                .bind(d.event_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            for outcome in outcomes {
+                let (event_id, new_status, inserted) = match outcome {
+                    Outcome::Processed { event_id } => (*event_id, status::PROCESSED, true),
+                    Outcome::Decided(d) => {
+                        let inserted = sqlx::query(
+                            "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
+                                 toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
+                                 action_status, dry_run, worker, received_at, decided_at)
+                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                             on conflict (event_id) do nothing",
+                        )
+                        .bind(d.event_id)
+                        .bind(&d.webhook_id)
+                        .bind(&d.event_type)
+                        .bind(&d.message_id)
+                        .bind(&d.cid)
+                        .bind(&d.user_id)
+                        .bind(&d.text)
+                        .bind(d.scores.toxicity)
+                        .bind(d.scores.spam)
+                        .bind(d.scores.explicit)
+                        .bind(&d.matched_rules)
+                        .bind(&d.reasons)
+                        .bind(d.decision)
+                        .bind(&d.policy_version)
+                        .bind(&d.action)
+                        .bind(d.action_status)
+                        .bind(d.dry_run)
+                        .bind(&d.worker)
+                        .bind(d.received_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1;
+                        (d.event_id, status::DECIDED, inserted)
+                    }
+                };
+                if inserted {
+                    sqlx::query("update events set status = $2, attempts = attempts + 1, updated_at = $3 where id = $1")
+                        .bind(event_id)
+                        .bind(new_status)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                out.push(inserted);
+            }
             tx.commit().await?;
-            done
         });
-        Ok(inserted)
+        Ok(out)
     }
 
     /// The most recent decisions, newest first.

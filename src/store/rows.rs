@@ -46,25 +46,35 @@ pub struct EventRow {
 }
 
 /// A decision about to be stored. JSON columns arrive serialised.
-#[derive(Debug)]
-pub struct NewDecision<'a> {
+#[derive(Debug, Clone)]
+pub struct NewDecision {
     pub event_id: i64,
-    pub webhook_id: &'a str,
-    pub event_type: &'a str,
-    pub message_id: Option<&'a str>,
-    pub cid: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub text: &'a str,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub message_id: Option<String>,
+    pub cid: Option<String>,
+    pub user_id: Option<String>,
+    pub text: String,
     pub scores: Scores,
-    pub matched_rules: &'a str,
-    pub reasons: &'a str,
-    pub decision: &'a str,
-    pub policy_version: &'a str,
-    pub action: &'a str,
-    pub action_status: &'a str,
+    pub matched_rules: String,
+    pub reasons: String,
+    pub decision: &'static str,
+    pub policy_version: String,
+    pub action: String,
+    pub action_status: &'static str,
     pub dry_run: bool,
-    pub worker: &'a str,
+    pub worker: String,
     pub received_at: DateTime<Utc>,
+}
+
+/// How a successful job ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Decided(Box<NewDecision>),
+    /// An event that needs no decision.
+    Processed {
+        event_id: i64,
+    },
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
