@@ -139,7 +139,7 @@ mod tests {
         .await;
         assert_eq!(results, (0..200u32).map(|i| i * 2).collect::<Vec<_>>());
         let n = commits.load(Ordering::SeqCst);
-        assert!(n < 200 && n >= 200 / 64, "{n} commits for 200 items");
+        assert!((200 / 64..200).contains(&n), "{n} commits for 200 items");
     }
 
     #[tokio::test]
