@@ -67,7 +67,7 @@ const WARMUP_CONCURRENCY: u64 = 16;
 const DEPTH_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 const CLOSED_LOOP_MAX_PER_SENDER: u64 = 1_000_000;
-const STOP_LIMIT: Duration = Duration::from_secs(30);
+const STOP_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -328,8 +328,9 @@ impl Running {
     /// Stops the server (and worker) and removes the database.
     async fn stop(self) {
         self.token.cancel();
+        let stopping = Instant::now();
         match tokio::time::timeout(STOP_LIMIT, self.task).await {
-            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Ok(()))) => eprintln!("  stopped in {:.2} s", stopping.elapsed().as_secs_f64()),
             Ok(Ok(Err(e))) => eprintln!("  note: target stopped with an error: {e:#}"),
             Ok(Err(e)) => eprintln!("  note: target task failed: {e}"),
             Err(_) => eprintln!("  note: target did not stop within {STOP_LIMIT:?}"),

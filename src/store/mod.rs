@@ -63,6 +63,29 @@ macro_rules! on_pool {
     };
 }
 
+/// `select <every EventRow column> from events` followed by `$rest`.
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id, ",
+            "payload, attempts, last_error, received_at from events",
+            $rest
+        )
+    };
+}
+
+/// `select <every DecisionRow column> from decisions` followed by `$rest`.
+macro_rules! select_decisions {
+    ($rest:literal) => {
+        concat!(
+            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam, ",
+            "explicit, matched_rules, reasons, decision, policy_version, action, action_status, ",
+            "dry_run, worker, received_at, decided_at from decisions",
+            $rest
+        )
+    };
+}
+
 /// Inserts a `job_attempts` row inside transaction `$tx`.
 macro_rules! insert_attempt {
     ($tx:ident, $a:expr, $error:expr) => {
@@ -214,9 +237,7 @@ impl Store {
 
     pub async fn get_event(&self, id: i64) -> Result<EventRow, StoreError> {
         let row: Option<EventRow> = on_pool!(&self.reads, pool => sqlx::query_as(
-            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
-                    payload, attempts, last_error, received_at
-             from events where id = $1",
+            select_events!(" where id = $1"),
         )
         .bind(id)
         .fetch_optional(pool)
@@ -226,9 +247,7 @@ impl Store {
 
     pub async fn get_event_by_webhook_id(&self, webhook_id: &str) -> Result<EventRow, StoreError> {
         let row: Option<EventRow> = on_pool!(&self.reads, pool => sqlx::query_as(
-            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
-                    payload, attempts, last_error, received_at
-             from events where webhook_id = $1",
+            select_events!(" where webhook_id = $1"),
         )
         .bind(webhook_id)
         .fetch_optional(pool)
@@ -243,9 +262,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_as(
-            "select id, webhook_id, api_key, event_type, status, deliveries, message_id, cid, user_id,
-                    payload, attempts, last_error, received_at
-             from events where status = 'received' and id > $1 order by id limit $2",
+            select_events!(" where status = 'received' and id > $1 order by id limit $2"),
         )
         .bind(after)
         .bind(limit)
@@ -379,10 +396,7 @@ impl Store {
     /// The most recent decisions, newest first.
     pub async fn recent_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_as(
-            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
-                    explicit, matched_rules, reasons, decision, policy_version, action, action_status,
-                    dry_run, worker, received_at, decided_at
-             from decisions order by id desc limit $1",
+            select_decisions!(" order by id desc limit $1"),
         )
         .bind(limit)
         .fetch_all(pool)
@@ -394,10 +408,7 @@ impl Store {
         event_id: i64,
     ) -> Result<Option<DecisionRow>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_as(
-            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam,
-                    explicit, matched_rules, reasons, decision, policy_version, action, action_status,
-                    dry_run, worker, received_at, decided_at
-             from decisions where event_id = $1",
+            select_decisions!(" where event_id = $1"),
         )
         .bind(event_id)
         .fetch_optional(pool)

@@ -4,16 +4,6 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chatguard"));
-    c.env_remove("CHATGUARD_CONFIG")
-        .env_remove("STREAM_API_KEY")
-        .env_remove("STREAM_API_SECRET")
-        .env("CHATGUARD_RULES", rules_dir())
-        .env("RUST_LOG", "warn");
-    c
-}
-
 fn run(c: &mut Command) -> (bool, String, String) {
     let out = c.output().expect("binary runs");
     (

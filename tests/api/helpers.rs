@@ -94,6 +94,17 @@ impl TestDb {
     }
 }
 
+/// The `chatguard` binary, with the developer's own settings kept out.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatguard"));
+    c.env_remove("CHATGUARD_CONFIG")
+        .env_remove("STREAM_API_KEY")
+        .env_remove("STREAM_API_SECRET")
+        .env("CHATGUARD_RULES", rules_dir())
+        .env("RUST_LOG", "warn");
+    c
+}
+
 pub fn rules_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")
 }

@@ -1,7 +1,7 @@
 //! The queue and worker: durability, retries with backoff, dead letters, wake-ups, pruning, and
 //! the apalis 1.0 workarounds (rust-stack.md §1).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chatguard::queue;
@@ -9,16 +9,6 @@ use chatguard::store::{Db, Store};
 
 use crate::both_backends;
 use crate::helpers::*;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chatguard"));
-    c.env_remove("CHATGUARD_CONFIG")
-        .env_remove("STREAM_API_KEY")
-        .env_remove("STREAM_API_SECRET")
-        .env("CHATGUARD_RULES", rules_dir())
-        .env("RUST_LOG", "warn");
-    c
-}
 
 /// Runs SQL on the test database outside the app (failure injection, inspection).
 async fn exec(db: &TestDb, sql: &str) {
