@@ -75,7 +75,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
 /// The queue that lives in the same database as `store`.
 pub fn for_store(store: &Store, config: &QueueConfig) -> Arc<dyn JobQueue> {
-    match store.db() {
+    match store.queue_db() {
         Db::Sqlite(pool) => Arc::new(sqlite::SqliteQueue::new(pool.clone(), config)),
         Db::Postgres(pool) => Arc::new(postgres::PgQueue::new(pool.clone(), config)),
     }
@@ -83,7 +83,7 @@ pub fn for_store(store: &Store, config: &QueueConfig) -> Arc<dyn JobQueue> {
 
 /// Creates or upgrades apalis's tables, and applies the index workaround on SQLite.
 pub async fn migrate(store: &Store) -> Result<(), QueueError> {
-    match store.db() {
+    match store.queue_db() {
         Db::Sqlite(pool) => sqlite::migrate(pool).await,
         Db::Postgres(pool) => postgres::migrate(pool).await,
     }
@@ -101,7 +101,7 @@ pub async fn run_worker(
         config.clone(),
         shutdown.clone(),
     ));
-    let result = match store.db() {
+    let result = match store.queue_db() {
         Db::Sqlite(pool) => {
             let wake = store.take_jobs_wake();
             sqlite::run_worker(pool.clone(), wake, ctx, &config, shutdown.clone()).await

@@ -119,6 +119,8 @@ pub struct Store {
     /// Reads. On SQLite a separate pool (WAL readers never wait for the writer); on PostgreSQL the
     /// same pool as `db`.
     reads: Db,
+    /// The job queue's (apalis's) pool: on SQLite its own, on PostgreSQL the same as `db`.
+    queue: Db,
     wake: Option<JobsWake>,
 }
 
@@ -126,10 +128,11 @@ impl Store {
     /// Opens (creating a SQLite file if needed) the database at `url`. Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            let (writer, reader, wake) = sqlite::connect(url, max_connections).await?;
+            let (pools, wake) = sqlite::connect(url, max_connections).await?;
             Ok(Self {
-                db: Db::Sqlite(writer),
-                reads: Db::Sqlite(reader),
+                db: Db::Sqlite(pools.writer),
+                reads: Db::Sqlite(pools.reader),
+                queue: Db::Sqlite(pools.queue),
                 wake: Some(wake),
             })
         } else {
@@ -141,7 +144,8 @@ impl Store {
                 .await?;
             Ok(Self {
                 db: Db::Postgres(pool.clone()),
-                reads: Db::Postgres(pool),
+                reads: Db::Postgres(pool.clone()),
+                queue: Db::Postgres(pool),
                 wake: None,
             })
         }
@@ -160,9 +164,14 @@ impl Store {
         Ok(())
     }
 
-    /// The pool writes go through (the queue uses it too).
+    /// The pool chatguard's writes go through.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The pool the job queue (apalis) uses.
+    pub fn queue_db(&self) -> &Db {
+        &self.queue
     }
 
     /// The pool reads go through.
@@ -189,6 +198,7 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(&self.reads, pool => pool.close().await);
+        on_pool!(&self.queue, pool => pool.close().await);
         on_pool!(&self.db, pool => pool.close().await);
     }
 

@@ -36,23 +36,40 @@ impl Stream for JobsWake {
     }
 }
 
-/// Opens the writer (one connection, with the jobs wake-up hook) and the reader pool. WAL,
-/// `synchronous=NORMAL`, `busy_timeout` and foreign keys go in the connect options, so every
-/// connection gets them; pragmas run through a pool reach only one connection. Needs a database
-/// file (`sqlite::memory:` would give each pool its own database).
+/// The three pools chatguard keeps on one SQLite file.
+pub struct SqlitePools {
+    /// chatguard's own writes: one connection, so writers queue in the pool instead of sleeping
+    /// in SQLite's busy handler.
+    pub writer: SqlitePool,
+    pub reader: SqlitePool,
+    /// apalis's own pool, with the jobs wake-up hook. Kept apart from `writer` because a
+    /// saturated apalis worker can hold its connection until a running job finishes, while that
+    /// job waits for a connection to record its outcome: sharing one pool deadlocked under load.
+    pub queue: SqlitePool,
+}
+
+/// Opens the writer, reader and queue pools. WAL, `synchronous=NORMAL`, `busy_timeout` and
+/// foreign keys go in the connect options, so every connection gets them; pragmas run through a
+/// pool reach only one connection. Needs a database file (`sqlite::memory:` would give each pool
+/// its own database).
 pub async fn connect(
     url: &str,
     max_connections: u32,
-) -> Result<(SqlitePool, SqlitePool, JobsWake), sqlx::Error> {
+) -> Result<(SqlitePools, JobsWake), sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    let (tx, rx) = unbounded::<()>();
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await?;
+    let (tx, rx) = unbounded::<()>();
+    let queue = SqlitePoolOptions::new()
+        .max_connections(2)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(move |conn, _meta| {
             let tx = tx.clone();
@@ -66,15 +83,17 @@ pub async fn connect(
                 Ok(())
             })
         })
-        .connect_with(options.clone())
-        .await?;
+        .connect_lazy_with(options.clone());
     let reader = SqlitePoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(options.create_if_missing(false));
     Ok((
-        writer,
-        reader,
+        SqlitePools {
+            writer,
+            reader,
+            queue,
+        },
         JobsWake {
             rx: Arc::new(Mutex::new(rx)),
         },

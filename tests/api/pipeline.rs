@@ -272,10 +272,15 @@ async fn every_sqlite_connection_gets_wal_normal_sync_and_busy_timeout() {
     let store = Store::connect(&db.url, 4).await.unwrap();
     store.migrate().await.unwrap();
     queue::migrate(&store).await.unwrap();
-    let (Db::Sqlite(writer), Db::Sqlite(reader)) = (store.db(), store.read_db()) else {
+    let (Db::Sqlite(writer), Db::Sqlite(reader), Db::Sqlite(queue_pool)) =
+        (store.db(), store.read_db(), store.queue_db())
+    else {
         unreachable!()
     };
-    let mut conns = vec![writer.acquire().await.unwrap()];
+    let mut conns = vec![
+        writer.acquire().await.unwrap(),
+        queue_pool.acquire().await.unwrap(),
+    ];
     for _ in 0..3 {
         conns.push(reader.acquire().await.unwrap());
     }
@@ -312,51 +317,52 @@ const APALIS_ACK: &str = "EXPLAIN QUERY PLAN WITH j AS (SELECT value ->> 'task_i
 
 #[tokio::test]
 async fn sqlite_acks_use_the_primary_key_not_the_lock_by_index() {
+    use sqlx::Connection;
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let store = Store::connect(&db.url, 1).await.unwrap();
     store.migrate().await.unwrap();
     queue::migrate(&store).await.unwrap();
-    let Db::Sqlite(pool) = store.db() else {
-        unreachable!()
-    };
-    let plan = |pool| async move {
+    // A fresh connection each time: EXPLAIN is planned with the connection's cached schema.
+    let plan = || async {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
         let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(APALIS_ACK)
-            .persistent(false)
             .bind("[]")
             .bind("w")
-            .fetch_all(pool)
+            .fetch_all(&mut conn)
             .await
             .unwrap();
-        rows.into_iter()
-            .map(|r| r.3)
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    let fixed = plan(pool).await;
-    assert!(!fixed.contains("LIdx"), "{fixed}");
-    let n: i64 = sqlx::query_scalar(
-        "select count(*) from sqlite_master where type = 'index' and name = 'LIdx'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(n, 0);
-    // The check can fail: with apalis's index back, the planner walks it.
-    sqlx::query("CREATE INDEX LIdx ON Jobs(lock_by)")
-        .execute(pool)
+        let has_index: i64 = sqlx::query_scalar(
+            "select count(*) from sqlite_master where type = 'index' and name = 'LIdx'",
+        )
+        .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert!(plan(pool).await.contains("LIdx"));
+        (
+            rows.into_iter()
+                .map(|r| r.3)
+                .collect::<Vec<_>>()
+                .join(" | "),
+            has_index,
+        )
+    };
+    let (fixed, n) = plan().await;
+    assert!(!fixed.contains("LIdx"), "{fixed}");
+    assert_eq!(n, 0);
+    // The check can fail: with apalis's index back, the planner walks it.
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE INDEX LIdx ON Jobs(lock_by)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (broken, n) = plan().await;
+    assert!(broken.contains("LIdx"), "{broken}");
+    assert_eq!(n, 1);
     // Migrating again (every start does) removes it.
     queue::migrate(&store).await.unwrap();
-    let n: i64 = sqlx::query_scalar(
-        "select count(*) from sqlite_master where type = 'index' and name = 'LIdx'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let (fixed, n) = plan().await;
+    assert!(!fixed.contains("LIdx"), "{fixed}");
     assert_eq!(n, 0);
-    assert!(!plan(pool).await.contains("LIdx"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
