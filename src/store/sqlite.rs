@@ -42,7 +42,7 @@ pub struct SqlitePools {
     /// in SQLite's busy handler.
     pub writer: SqlitePool,
     pub reader: SqlitePool,
-    /// apalis's own pool, with the jobs wake-up hook. Kept apart from `writer` because a
+    /// apalis's own pool (one connection), with the jobs wake-up hook. Kept apart from `writer` because a
     /// saturated apalis worker can hold its connection until a running job finishes, while that
     /// job waits for a connection to record its outcome: sharing one pool deadlocked under load.
     pub queue: SqlitePool,
@@ -69,7 +69,7 @@ pub async fn connect(
         .await?;
     let (tx, rx) = unbounded::<()>();
     let queue = SqlitePoolOptions::new()
-        .max_connections(2)
+        .max_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(move |conn, _meta| {
             let tx = tx.clone();
