@@ -295,10 +295,6 @@ impl Config {
         apps
     }
 
-    pub fn is_postgres(&self) -> bool {
-        !self.database.url.starts_with("sqlite:")
-    }
-
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         retry_delay(
             self.queue.retry_base_secs,
@@ -439,7 +435,7 @@ mod tests {
     fn defaults_give_dry_run_on_sqlite() {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert!(c.dry_run());
-        assert!(!c.is_postgres());
+        assert!(c.database.url.starts_with("sqlite:"));
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.server.max_body_bytes, 256 * 1024);
         assert_eq!(c.rules.dir, PathBuf::from("rules"));
@@ -460,7 +456,7 @@ mod tests {
         )
         .unwrap();
         assert!(!c.dry_run());
-        assert!(c.is_postgres());
+        assert!(c.database.url.starts_with("postgres://"));
         let keys: Vec<_> = c.stream_apps().into_iter().map(|a| a.api_key).collect();
         assert_eq!(keys, ["k2", "k3", "k1"]);
         assert_eq!(c.queue.concurrency, 3);

@@ -149,7 +149,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             event_id: r.event_id,
                             webhook_id: r.webhook_id.clone(),
                             attempt: 1,
-                            received_at: chrono::Utc::now(),
                         };
                         // No idempotency key: earlier attempts of this event used theirs.
                         services

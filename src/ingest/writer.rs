@@ -68,7 +68,6 @@ async fn write_batch(
                     event_id: id,
                     webhook_id: event.webhook_id.clone(),
                     attempt: 1,
-                    received_at: event.received_at,
                 },
                 EnqueueOptions {
                     idempotency_key: Some(idempotency_key(&event.webhook_id, 1)),
@@ -107,7 +106,6 @@ pub async fn requeue_received(store: &Store, queue: &dyn JobQueue) -> Result<usi
                         event_id: row.id,
                         webhook_id: row.webhook_id,
                         attempt: 1,
-                        received_at: row.received_at,
                     },
                     EnqueueOptions {
                         idempotency_key: Some(key),

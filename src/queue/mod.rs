@@ -17,7 +17,6 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +35,6 @@ pub struct ScoreJob {
     pub webhook_id: String,
     /// 1 for the first try; retries carry the next number.
     pub attempt: u32,
-    pub received_at: DateTime<Utc>,
 }
 
 /// How to enqueue: a key that makes repeated pushes one job, and a delay.

@@ -451,7 +451,6 @@ async fn pushing_a_queued_key_again_is_a_no_op(db: &TestDb, _: Backend) {
                 event_id,
                 webhook_id: key.to_owned(),
                 attempt: 1,
-                received_at: chrono::Utc::now(),
             },
             queue::EnqueueOptions {
                 idempotency_key: Some(queue::idempotency_key(key, 1)),
