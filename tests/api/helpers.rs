@@ -38,7 +38,13 @@ pub fn postgres_url() -> Option<String> {
                 std::env::var_os("CI").is_none(),
                 "CI is set but TEST_POSTGRES_URL is not: the PostgreSQL tests must run in CI"
             );
-            eprintln!("SKIPPED (PostgreSQL): TEST_POSTGRES_URL is not set");
+            // Straight to the handle: the test harness captures eprintln!, and a skip must show.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (PostgreSQL) {}: TEST_POSTGRES_URL is not set",
+                std::thread::current().name().unwrap_or("test")
+            );
             None
         }
     }
