@@ -162,9 +162,17 @@ impl Config {
         for (var, value) in env {
             apply_env(&mut table, &var, &value)?;
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Shape(e.to_string()))?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError::Shape(
+                        e.to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )
+                })?;
         config.validate()?;
         Ok(config)
     }

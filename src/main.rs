@@ -15,8 +15,7 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The cause chain on one line; no backtrace for an operator's mistake.
-            eprintln!("chatguard: {e:#}");
+            eprintln!("chatguard: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -209,6 +208,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The cause chain on one line, without a backtrace (an operator's mistake is not a crash), and
+/// without causes that an outer message already quotes (sqlx's errors repeat their source).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
@@ -137,6 +138,11 @@ impl Store {
             })
         } else {
             let options = PgConnectOptions::from_str(url)?;
+            // One direct connection first: a pool reports an unreachable server only as a timeout.
+            sqlx::postgres::PgConnection::connect_with(&options)
+                .await?
+                .close()
+                .await?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))

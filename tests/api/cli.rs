@@ -46,6 +46,19 @@ fn a_bad_setting_is_named_at_start_up() {
     let (ok, _, err) = run(bin().arg("serve").env("STREAM_API_KEY", "k"));
     assert!(!ok);
     assert!(err.contains("STREAM_API_SECRET"), "{err}");
+    // An unreachable database is reported at once with its cause, not after a pool timeout.
+    let started = std::time::Instant::now();
+    let (ok, _, err) = run(bin().arg("serve").env(
+        "CHATGUARD_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/x",
+    ));
+    assert!(!ok);
+    assert!(err.contains("database") && err.contains("refused"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[queue]\nconcurency = 3\n").unwrap();
