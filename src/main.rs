@@ -4,8 +4,7 @@ use clap::Parser;
 use chatguard::app::{App, DEV_SECRET_SETTING, Services};
 use chatguard::cli::{Cli, Command, DeadLetterAction, replay};
 use chatguard::config::{Config, DEV_API_KEY};
-use chatguard::engine::RuleSet;
-use chatguard::policy::Policy;
+use chatguard::reload::Loaded;
 use chatguard::store::Store;
 use chatguard::{queue, telemetry};
 
@@ -36,6 +35,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::worker(config).await?;
             stop_on_signal(app.shutdown_token());
             app.run_until_stopped().await?;
+        }
+        Command::Score(args) => {
+            let loaded = load_rules(&config)?;
+            let (scored, failed) = chatguard::cli::score::run_score(&loaded, &args)?;
+            if failed > 0 {
+                eprintln!(
+                    "chatguard: {scored} lines scored, {failed} could not be read (see their \"error\" lines)"
+                );
+                std::process::exit(2);
+            }
+        }
+        Command::Eval(args) => {
+            let loaded = load_rules(&config)?;
+            let report = chatguard::cli::score::run_eval(&loaded, &args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}: policy {}", args.data.display(), loaded.policy.version);
+                print!("{}", chatguard::cli::score::format_eval(&report));
+            }
+        }
+        Command::Train(args) => {
+            let dir = args
+                .rules
+                .clone()
+                .unwrap_or_else(|| config.rules.dir.clone());
+            let started = std::time::Instant::now();
+            let (report, path) = chatguard::cli::train::run(&args, &dir)?;
+            print!("{}", chatguard::cli::train::format_report(&report));
+            println!(
+                "wrote {} in {:.1} s",
+                path.display(),
+                started.elapsed().as_secs_f32()
+            );
         }
         Command::Migrate => {
             Services::start(config).await?;
@@ -163,32 +196,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckRules => {
             let dir = &config.rules.dir;
-            let rules =
-                RuleSet::load(dir).with_context(|| format!("rules in {}", dir.display()))?;
-            let policy =
-                Policy::load(dir).with_context(|| format!("policy in {}", dir.display()))?;
-            println!(
-                "{}: {} rules",
-                dir.join("rules.toml").display(),
-                rules.len()
-            );
-            for (category, n) in rules.counts() {
-                println!("  {:<9} {n}", category.as_str());
-            }
-            println!(
-                "{}: version {}",
-                dir.join("policy.toml").display(),
-                policy.version
-            );
-            for category in chatguard::domain::Category::ALL {
-                let t = policy.threshold(category);
-                println!(
-                    "  {:<9} flag ≥ {} block ≥ {}",
-                    category.as_str(),
-                    t.flag,
-                    t.block
-                );
-            }
+            let started = std::time::Instant::now();
+            let loaded =
+                Loaded::load(dir, 1).with_context(|| format!("rules in {}", dir.display()))?;
+            print!("{}", check_rules_report(dir, &loaded));
+            println!("loaded in {} ms", started.elapsed().as_millis());
             let apps = config.stream_apps();
             println!(
                 "stream: {}",
@@ -210,21 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cause chain on one line, without a backtrace (an operator's mistake is not a crash), and
-/// without causes that an outer message already quotes (sqlx's errors repeat their source).
+/// The cause chain on one line, without a backtrace (an operator's mistake is not a crash).
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    chatguard::telemetry::error_chain(e.as_ref())
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
@@ -249,4 +249,70 @@ fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
         tracing::info!("shutting down");
         token.cancel();
     });
+}
+
+fn load_rules(config: &Config) -> anyhow::Result<Loaded> {
+    let dir = &config.rules.dir;
+    Loaded::load(dir, 1).with_context(|| format!("rules in {}", dir.display()))
+}
+
+/// What `check-rules` prints about a loaded rules folder.
+fn check_rules_report(dir: &std::path::Path, loaded: &Loaded) -> String {
+    use std::fmt::Write;
+    let e = &loaded.engine;
+    let mut s = String::new();
+    let rules = e.rules();
+    let _ = writeln!(
+        s,
+        "{}: {} rules ({} shadow)",
+        dir.join("rules.toml").display(),
+        rules.len(),
+        rules.shadow_count()
+    );
+    for (category, n) in rules.counts() {
+        let _ = writeln!(s, "  {:<9} {n}", category.as_str());
+    }
+    let lex = &e.analyzer().lexicon;
+    let _ = writeln!(s, "{}: {} terms", dir.join("lexicon").display(), lex.len());
+    for (category, n) in lex.counts() {
+        let _ = writeln!(s, "  {:<9} {n}", category.as_str());
+    }
+    let _ = writeln!(s, "{}:", dir.join("blocklists").display());
+    for (name, n) in e.analyzer().signals.counts() {
+        let _ = writeln!(s, "  {name:<20} {n}");
+    }
+    let _ = writeln!(
+        s,
+        "{}: {} non-zero buckets",
+        dir.join("models/chatguard.model").display(),
+        e.model().nonzero()
+    );
+    let st = e.settings();
+    let _ = writeln!(
+        s,
+        "{}: flood {} msgs/{} s, repeats {}×/{} channels within {} s",
+        dir.join("engine.toml").display(),
+        st.flood.messages,
+        st.flood.window_secs,
+        st.repeats.same_text,
+        st.repeats.channels,
+        st.repeats.window_secs
+    );
+    let _ = writeln!(
+        s,
+        "{}: version {}",
+        dir.join("policy.toml").display(),
+        loaded.policy.version
+    );
+    for category in chatguard::domain::Category::ALL {
+        let t = loaded.policy.threshold(category);
+        let _ = writeln!(
+            s,
+            "  {:<9} flag ≥ {} block ≥ {}",
+            category.as_str(),
+            t.flag,
+            t.block
+        );
+    }
+    s
 }

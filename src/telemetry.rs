@@ -42,3 +42,21 @@ pub fn metrics() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// An error and its causes on one line, skipping causes an outer message already quotes (sqlx's
+/// and toml's errors repeat their source).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}

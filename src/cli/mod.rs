@@ -1,12 +1,16 @@
 //! The `chatguard` command line.
 
 pub mod replay;
+pub mod score;
+pub mod train;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 pub use replay::ReplayArgs;
+pub use score::{EvalArgs, ScoreArgs};
+pub use train::TrainArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,8 +53,16 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DeadLetterAction>,
     },
-    /// Validate rules/rules.toml and rules/policy.toml and report what they contain.
+    /// Validate every file in the rules folder (rules, policy, engine settings, lexicon, block
+    /// lists, model) and report what was loaded.
     CheckRules,
+    /// Score messages from standard input or a file: one JSON object per input line, in order.
+    Score(ScoreArgs),
+    /// Measure the engine on a labelled JSON-lines file: ROC-AUC, AUPRC, precision, recall and
+    /// false-flag rate at the policy's thresholds, per category.
+    Eval(EvalArgs),
+    /// Train the model from the labelled sets and write rules/models/chatguard.model.
+    Train(TrainArgs),
 }
 
 #[derive(Debug, Subcommand)]

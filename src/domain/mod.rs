@@ -4,4 +4,6 @@ pub mod event;
 pub mod verdict;
 
 pub use event::{ChatEvent, EventKind, EventParseError, Message, User};
-pub use verdict::{Assessment, Category, Decision, RuleMatch, Scores, Verdict};
+pub use verdict::{
+    Assessment, Category, Contribution, Decision, Reason, RuleMatch, RuleMode, Scores, Verdict,
+};

@@ -76,11 +76,75 @@ pub struct RuleMatch {
     pub action: Option<Decision>,
 }
 
+/// Whether a rule acts or is only evaluated and logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// One feature's share of a model score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub feature: String,
+    /// What the feature adds to the logit.
+    pub weight: f64,
+}
+
+/// Why a score is what it is; offsets are byte offsets into the original message text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// A regex rule matched (shadow rules appear here but change no score).
+    Rule {
+        rule_id: String,
+        category: Category,
+        score: f64,
+        mode: RuleMode,
+        start: usize,
+        end: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<Decision>,
+    },
+    /// A lexicon term matched; `matched` is the original text it was found in.
+    Term {
+        term: String,
+        category: Category,
+        severity: u8,
+        start: usize,
+        end: usize,
+        matched: String,
+    },
+    /// A spam or abuse signal and what it added to the category's score.
+    Signal {
+        signal: String,
+        category: Category,
+        value: f64,
+        score: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<usize>,
+    },
+    /// The learned model's probability and the features that pushed it up most.
+    Model {
+        category: Category,
+        probability: f64,
+        top: Vec<Contribution>,
+    },
+}
+
 /// What the engine found in one message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     pub scores: Scores,
+    /// Enforced rule matches: the policy reads their actions.
     pub matches: Vec<RuleMatch>,
+    /// Everything that contributed, for moderators.
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
 }
 
 /// The outcome for a message, from least to most severe.

@@ -1,20 +1,430 @@
-//! Scoring: text in, one score per category plus the rules that matched. Pure and synchronous.
+//! Scoring: text in, one score per category in [0, 1] plus the reasons. Pure and synchronous;
+//! the stateful signals (flood, repeats) arrive already counted in [`ScoreContext::activity`].
 //!
-//! The worker only sees [`Scorer`]; the regex rule set is the first implementation, and the full
-//! detection engine (normalisation, lexicons, learned model) plugs in behind the same trait.
+//! Stages, each its own module: [`normalize`] (evasion-proof text with offsets back to the
+//! original) → [`lexicon`] (one aho-corasick automaton over the word lists) and [`signals`]
+//! (links, block-listed domains, mentions, caps, repeats) → [`features`] + [`model`] (hashed n-gram
+//! logistic regression, one head per category) → `rules` (regex rules, enforce or shadow). The
+//! final score per category combines model, lexicon (explicit only), rules and stateful signals
+//! as a noisy-or: 1 − Π(1 − sᵢ).
 
+pub mod features;
+pub mod lexicon;
+pub mod metrics;
+pub mod model;
+pub mod normalize;
 mod rules;
+mod settings;
+pub mod signals;
+pub mod train;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 pub use rules::{RuleSet, RulesError};
+pub use settings::{EngineSettings, SettingsError};
 
-use crate::domain::Assessment;
+use self::features::Hashed;
+use self::lexicon::{Lexicon, LexiconError, TermHit};
+use self::model::{HEAD_CATEGORIES, Model, ModelError};
+use self::normalize::Normalized;
+use self::signals::{LinkKind, PhraseKind, Signals, SignalsError, SpamSignals};
+use crate::domain::{Assessment, Category, Contribution, Reason};
+
+/// What a user did recently, counted by the worker from the decision log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// The user's earlier messages within the flood window.
+    pub recent_messages: u32,
+    /// Earlier messages of the user with the same normalised text within the repeat window.
+    pub same_text: u32,
+    /// Other channels those repeats were posted in.
+    pub same_text_channels: u32,
+}
 
 /// What the scorer may know besides the text.
 #[derive(Debug, Clone, Default)]
 pub struct ScoreContext<'a> {
     pub channel_type: Option<&'a str>,
+    pub activity: Option<Activity>,
 }
 
 pub trait Scorer: Send + Sync {
     fn assess(&self, text: &str, ctx: &ScoreContext<'_>) -> Assessment;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Lexicon(#[from] LexiconError),
+    #[error(transparent)]
+    Signals(#[from] SignalsError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+}
+
+/// Buffers reused from one message to the next (one set per thread).
+#[derive(Default)]
+pub struct Scratch {
+    normalized: Normalized,
+    hits: Vec<TermHit>,
+    signals: SpamSignals,
+    features: Vec<Hashed>,
+    feature_scratch: features::Scratch,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The stages that turn text into features: shared by scoring and training.
+pub struct Analyzer {
+    pub lexicon: Lexicon,
+    pub signals: Signals,
+}
+
+impl Analyzer {
+    pub fn load(rules_dir: &Path) -> Result<Self, EngineError> {
+        Ok(Self {
+            lexicon: Lexicon::load(rules_dir)?,
+            signals: Signals::load(rules_dir)?,
+        })
+    }
+
+    /// Runs normalisation, lexicon and signals into `scratch`.
+    fn analyze(&self, text: &str, s: &mut Scratch) {
+        normalize::normalize_into(text, &mut s.normalized);
+        s.hits.clear();
+        let norm = s.normalized.as_str();
+        self.lexicon.find(norm, &mut s.hits);
+        // Words joined from separated letters may hold several words: look inside them.
+        let mut word_start = None;
+        for (i, c) in norm
+            .char_indices()
+            .chain(std::iter::once((norm.len(), ' ')))
+        {
+            match (c.is_alphanumeric(), word_start) {
+                (true, None) => word_start = Some(i),
+                (false, Some(ws)) => {
+                    word_start = None;
+                    let original = s.normalized.original_range(ws, i);
+                    let joined = original.len() >= 2 * (i - ws) - 1 && i - ws >= 6;
+                    let covered = s.hits.iter().any(|h| h.start <= ws && h.end >= i);
+                    if joined && !covered {
+                        self.lexicon.find_in_joined(norm, ws, i, &mut s.hits);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.short_spaced_terms(s);
+        self.signals.extract(text, &mut s.signals);
+    }
+
+    /// `a s s`, `h o e`: spaced words too short for the normaliser to join on its own (they look
+    /// like chat's one-letter words) count when, joined, they spell a lexicon term exactly.
+    fn short_spaced_terms(&self, s: &mut Scratch) {
+        let norm = s.normalized.as_str().as_bytes();
+        let single = |i: usize| {
+            norm[i].is_ascii_alphabetic()
+                && (i == 0 || norm[i - 1] == b' ')
+                && (i + 1 == norm.len() || norm[i + 1] == b' ')
+        };
+        let mut i = 0;
+        while i < norm.len() {
+            if !single(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut end = i + 1;
+            while end + 1 < norm.len() && single(end + 1) {
+                end += 2;
+            }
+            let letters = (end - start).div_ceil(2);
+            if (2..=4).contains(&letters) {
+                let joined: String = norm[start..end]
+                    .iter()
+                    .filter(|b| **b != b' ')
+                    .map(|b| char::from(*b))
+                    .collect();
+                let before = s.hits.len();
+                self.lexicon.find(&joined, &mut s.hits);
+                let mut k = before;
+                while k < s.hits.len() {
+                    if s.hits[k].start == 0 && s.hits[k].end == joined.len() {
+                        s.hits[k].start = start;
+                        s.hits[k].end = end;
+                        k += 1;
+                    } else {
+                        s.hits.remove(k);
+                    }
+                }
+            }
+            i = end;
+        }
+    }
+
+    /// The model features of one message.
+    pub fn features<'s>(&self, text: &str, s: &'s mut Scratch) -> &'s [Hashed] {
+        self.analyze(text, s);
+        features::extract(
+            s.normalized.as_str(),
+            &s.hits,
+            &s.signals,
+            &mut s.feature_scratch,
+            &mut s.features,
+        );
+        &s.features
+    }
+}
+
+/// Everything loaded from the rules directory.
+pub struct Engine {
+    analyzer: Analyzer,
+    rules: RuleSet,
+    model: Model,
+    settings: EngineSettings,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish()
+    }
+}
+
+impl Engine {
+    /// Loads and checks every file the engine needs from `rules_dir`.
+    pub fn load(rules_dir: &Path) -> Result<Self, EngineError> {
+        Ok(Self {
+            analyzer: Analyzer::load(rules_dir)?,
+            rules: RuleSet::load(rules_dir)?,
+            model: Model::load(rules_dir)?,
+            settings: EngineSettings::load(rules_dir)?,
+            dir: rules_dir.to_owned(),
+        })
+    }
+
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// A stable fingerprint of a message's normalised text, for counting repeats.
+    pub fn fingerprint(text: &str) -> i64 {
+        let n = normalize::normalize(text);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in n
+            .as_str()
+            .bytes()
+            .filter(|b| b.is_ascii_alphanumeric() || *b >= 0x80)
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h as i64
+    }
+
+    fn assess_with(&self, text: &str, ctx: &ScoreContext<'_>, s: &mut Scratch) -> Assessment {
+        let mut out = Assessment::default();
+        self.analyzer.features(text, s);
+        let probs = self.model.predict(&s.features);
+        for (h, c) in HEAD_CATEGORIES.iter().enumerate() {
+            *out.scores.get_mut(*c) = f64::from(probs[h]);
+        }
+
+        // Lexicon terms: explicit terms raise the explicit score directly (there is no
+        // human-labelled explicit chat to learn their weight from); every term is a reason.
+        for hit in &s.hits {
+            let range = s.normalized.original_range(hit.start, hit.end);
+            if hit.category == Category::Explicit {
+                let add = self.settings.explicit_term_score(hit.severity);
+                let e = out.scores.get_mut(Category::Explicit);
+                *e = 1.0 - (1.0 - *e) * (1.0 - add);
+            }
+            out.reasons.push(Reason::Term {
+                term: self.analyzer.lexicon.term(hit.term).to_owned(),
+                category: hit.category,
+                severity: hit.severity,
+                matched: text.get(range.clone()).unwrap_or_default().to_owned(),
+                start: range.start,
+                end: range.end,
+            });
+        }
+
+        self.signal_reasons(&s.signals, ctx, &mut out);
+        self.rules.evaluate(text, &s.normalized, ctx, &mut out);
+
+        // The model's reason: its probability and the features that pushed it up most, for the
+        // categories where it matters.
+        for (h, c) in HEAD_CATEGORIES.iter().enumerate() {
+            let p = f64::from(probs[h]);
+            if p >= self.settings.explain_above {
+                let top = self.top_features(text, h, s);
+                out.reasons.push(Reason::Model {
+                    category: *c,
+                    probability: round3(p),
+                    top,
+                });
+            }
+        }
+        for c in Category::ALL {
+            let v = out.scores.get_mut(c);
+            *v = round3(v.clamp(0.0, 1.0));
+        }
+        out
+    }
+
+    fn signal_reasons(&self, sig: &SpamSignals, ctx: &ScoreContext<'_>, out: &mut Assessment) {
+        let lists = &self.settings.lists;
+        let mut listed = |name: String, score: f64, start: usize, end: usize| {
+            let s = out.scores.get_mut(Category::Spam);
+            *s = 1.0 - (1.0 - *s) * (1.0 - score);
+            out.reasons.push(Reason::Signal {
+                signal: name,
+                category: Category::Spam,
+                value: 1.0,
+                score,
+                start: Some(start),
+                end: Some(end),
+            });
+        };
+        for link in &sig.links {
+            let (name, score) = match link.kind {
+                LinkKind::Scam => ("scam domain", lists.scam_domain),
+                LinkKind::Suspicious => ("suspicious domain", lists.suspicious_domain),
+                LinkKind::Shortener => ("URL shortener", lists.shortener),
+                LinkKind::Invite => ("invite link", lists.invite),
+                LinkKind::Plain => continue,
+            };
+            listed(
+                format!("{name}: {}", link.domain),
+                score,
+                link.start,
+                link.end,
+            );
+        }
+        for p in &sig.scam_phrases {
+            let score = match p.kind {
+                PhraseKind::Scam => lists.scam_phrase,
+                PhraseKind::Spam => 0.0,
+            };
+            listed(format!("phrase: {}", p.phrase), score, p.start, p.end);
+        }
+        let Some(a) = ctx.activity else { return };
+        let f = &self.settings;
+        let mut add = |name: String, value: u32, score: f64| {
+            let s = out.scores.get_mut(Category::Spam);
+            *s = 1.0 - (1.0 - *s) * (1.0 - score);
+            out.reasons.push(Reason::Signal {
+                signal: name,
+                category: Category::Spam,
+                value: f64::from(value),
+                score,
+                start: None,
+                end: None,
+            });
+        };
+        if f.flood.messages > 0 && a.recent_messages + 1 >= f.flood.messages {
+            add(
+                format!(
+                    "flood: {} messages within {} s",
+                    a.recent_messages + 1,
+                    f.flood.window_secs
+                ),
+                a.recent_messages + 1,
+                f.flood.score,
+            );
+        }
+        if f.repeats.same_text > 0 && a.same_text + 1 >= f.repeats.same_text {
+            add(
+                format!(
+                    "repeated text: posted {} times within {} s",
+                    a.same_text + 1,
+                    f.repeats.window_secs
+                ),
+                a.same_text + 1,
+                f.repeats.score,
+            );
+        }
+        if f.repeats.channels > 0 && a.same_text_channels + 1 >= f.repeats.channels {
+            add(
+                format!(
+                    "cross-posting: same text in {} channels within {} s",
+                    a.same_text_channels + 1,
+                    f.repeats.window_secs
+                ),
+                a.same_text_channels + 1,
+                f.repeats.channels_score,
+            );
+        }
+    }
+
+    /// The features that add most to head `h`'s logit (slow path: re-walks the features with
+    /// their names; only runs for scores worth explaining).
+    fn top_features(&self, text: &str, h: usize, s: &mut Scratch) -> Vec<Contribution> {
+        let mut all: Vec<(String, f32)> = Vec::new();
+        let mut fs = features::Scratch::default();
+        features::visit(
+            s.normalized.as_str(),
+            &s.hits,
+            &s.signals,
+            &mut fs,
+            &mut |k, v| {
+                let c = self.model.contribution(h, &features::hash_key(&k, v));
+                if c > 0.0 {
+                    all.push((k.describe(), c));
+                }
+            },
+        );
+        let _ = text;
+        // The same n-gram can occur several times: sum per name.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.dedup_by(|a, b| {
+            if a.0 == b.0 {
+                b.1 += a.1;
+                true
+            } else {
+                false
+            }
+        });
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(self.settings.explain_top);
+        all.into_iter()
+            .map(|(feature, w)| Contribution {
+                feature,
+                weight: round3(f64::from(w)),
+            })
+            .collect()
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+impl Scorer for Engine {
+    fn assess(&self, text: &str, ctx: &ScoreContext<'_>) -> Assessment {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => self.assess_with(text, ctx, &mut s),
+            // Re-entrant call on this thread (not expected): use fresh buffers.
+            Err(_) => self.assess_with(text, ctx, &mut Scratch::default()),
+        })
+    }
 }

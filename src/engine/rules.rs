@@ -1,13 +1,16 @@
-//! Regex rules from `rules/rules.toml`: each with an id, a category, a pattern and a score.
-//! Scores of several matches in one category combine as a noisy-or: 1 − Π(1 − sᵢ).
+//! Regex rules from `rules/rules.toml`: each with an id, a category, a pattern and a score, an
+//! optional action floor and channel-type scope, and a mode (`enforce` or `shadow`). Rules match
+//! the normalised text unless they ask for the raw one (`text = "raw"`). Scores of several
+//! matches in one category combine as a noisy-or: 1 − Π(1 − sᵢ).
 
 use std::path::{Path, PathBuf};
 
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
-use super::{ScoreContext, Scorer};
-use crate::domain::{Assessment, Category, Decision, RuleMatch};
+use super::ScoreContext;
+use super::normalize::{Normalized, normalize};
+use crate::domain::{Assessment, Category, Decision, Reason, RuleMatch, RuleMode};
 
 pub const RULES_FILE: &str = "rules.toml";
 
@@ -50,6 +53,19 @@ struct RuleSpec {
     /// Channel types the rule applies to; empty means all.
     #[serde(default)]
     channel_types: Vec<String>,
+    #[serde(default)]
+    mode: RuleMode,
+    #[serde(default)]
+    text: TextView,
+}
+
+/// Which text a rule's pattern runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TextView {
+    #[default]
+    Normalized,
+    Raw,
 }
 
 #[derive(Debug)]
@@ -59,13 +75,18 @@ struct Rule {
     score: f64,
     action: Option<Decision>,
     channel_types: Vec<String>,
+    mode: RuleMode,
     regex: Regex,
 }
 
-/// A compiled rule file.
+/// A compiled rule file: one RegexSet per text view.
 #[derive(Debug)]
 pub struct RuleSet {
-    set: RegexSet,
+    normalized: RegexSet,
+    raw: RegexSet,
+    /// Rule indices behind each set's patterns.
+    normalized_ids: Vec<usize>,
+    raw_ids: Vec<usize>,
     rules: Vec<Rule>,
 }
 
@@ -87,6 +108,7 @@ impl RuleSet {
             message: e.to_string(),
         })?;
         let mut rules = Vec::with_capacity(file.rules.len());
+        let (mut normalized_ids, mut raw_ids) = (Vec::new(), Vec::new());
         let mut seen = std::collections::HashSet::new();
         for spec in file.rules {
             let err = |message: String| RulesError::Rule {
@@ -112,22 +134,36 @@ impl RuleSet {
                 .map_err(err)?;
             let regex = Regex::new(&spec.pattern).map_err(|e| err(format!("bad pattern: {e}")))?;
             let _ = &spec.description;
+            if spec.text == TextView::Raw {
+                raw_ids.push(rules.len());
+            } else {
+                normalized_ids.push(rules.len());
+            }
             rules.push(Rule {
                 id: spec.id,
                 category,
                 score: spec.score,
                 action,
                 channel_types: spec.channel_types,
+                mode: spec.mode,
                 regex,
             });
         }
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| {
-            RulesError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Self { set, rules })
+        let set = |ids: &[usize]| {
+            RegexSet::new(ids.iter().map(|i| rules[*i].regex.as_str())).map_err(|e| {
+                RulesError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                }
+            })
+        };
+        Ok(Self {
+            normalized: set(&normalized_ids)?,
+            raw: set(&raw_ids)?,
+            normalized_ids,
+            raw_ids,
+            rules,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -147,32 +183,83 @@ impl RuleSet {
     }
 }
 
-impl Scorer for RuleSet {
-    fn assess(&self, text: &str, ctx: &ScoreContext<'_>) -> Assessment {
-        let mut out = Assessment::default();
-        for index in self.set.matches(text).iter() {
-            let rule = &self.rules[index];
-            if !rule.channel_types.is_empty()
-                && !ctx
-                    .channel_type
-                    .is_some_and(|t| rule.channel_types.iter().any(|c| c == t))
-            {
+impl RuleSet {
+    /// Shadow rules, for `check-rules`.
+    pub fn shadow_count(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| r.mode == RuleMode::Shadow)
+            .count()
+    }
+
+    /// Adds every matching rule in scope to `out`: enforced ones to its scores, matches and
+    /// reasons, shadow ones to its reasons only. Offsets are mapped back to the raw text.
+    pub fn evaluate(
+        &self,
+        raw: &str,
+        normalized: &Normalized,
+        ctx: &ScoreContext<'_>,
+        out: &mut Assessment,
+    ) {
+        let views = [
+            (&self.normalized, &self.normalized_ids, normalized.as_str()),
+            (&self.raw, &self.raw_ids, raw),
+        ];
+        for (view, (set, ids, text)) in views.into_iter().enumerate() {
+            if ids.is_empty() {
                 continue;
             }
-            let Some(m) = rule.regex.find(text) else {
-                continue;
-            };
-            let score = out.scores.get_mut(rule.category);
-            *score = 1.0 - (1.0 - *score) * (1.0 - rule.score);
-            out.matches.push(RuleMatch {
-                rule_id: rule.id.clone(),
-                category: rule.category,
-                score: rule.score,
-                start: m.start(),
-                end: m.end(),
-                action: rule.action,
-            });
+            for index in set.matches(text).iter() {
+                let rule = &self.rules[ids[index]];
+                if !rule.channel_types.is_empty()
+                    && !ctx
+                        .channel_type
+                        .is_some_and(|t| rule.channel_types.iter().any(|c| c == t))
+                {
+                    continue;
+                }
+                let Some(m) = rule.regex.find(text) else {
+                    continue;
+                };
+                let (start, end) = if view == 0 {
+                    let r = normalized.original_range(m.start(), m.end());
+                    (r.start, r.end)
+                } else {
+                    (m.start(), m.end())
+                };
+                out.reasons.push(Reason::Rule {
+                    rule_id: rule.id.clone(),
+                    category: rule.category,
+                    score: rule.score,
+                    mode: rule.mode,
+                    start,
+                    end,
+                    action: rule.action,
+                });
+                if rule.mode == RuleMode::Shadow {
+                    tracing::info!(rule = %rule.id, "shadow rule matched");
+                    metrics::counter!("chatguard_shadow_rule_matches_total", "rule" => rule.id.clone())
+                        .increment(1);
+                    continue;
+                }
+                let score = out.scores.get_mut(rule.category);
+                *score = 1.0 - (1.0 - *score) * (1.0 - rule.score);
+                out.matches.push(RuleMatch {
+                    rule_id: rule.id.clone(),
+                    category: rule.category,
+                    score: rule.score,
+                    start,
+                    end,
+                    action: rule.action,
+                });
+            }
         }
+    }
+
+    /// Rules alone on one message (normalises it first); for tests and `check-rules`.
+    pub fn assess(&self, text: &str, ctx: &ScoreContext<'_>) -> Assessment {
+        let mut out = Assessment::default();
+        self.evaluate(text, &normalize(text), ctx, &mut out);
         out
     }
 }
@@ -222,6 +309,7 @@ mod tests {
         );
         let ctx = ScoreContext {
             channel_type: Some("livestream"),
+            ..Default::default()
         };
         assert!((s.assess("free stuff", &ctx).scores.spam - 0.3).abs() < 1e-9);
     }

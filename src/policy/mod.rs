@@ -150,6 +150,7 @@ mod tests {
                 explicit,
             },
             matches: vec![],
+            reasons: vec![],
         }
     }
 
