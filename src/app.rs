@@ -14,10 +14,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::api;
 use crate::config::{Config, DEV_API_KEY};
-use crate::engine::{RuleSet, RulesError, Scorer};
 use crate::ingest::{self, IngestState};
-use crate::policy::{Policy, PolicyError};
 use crate::queue::{self, JobContext, JobQueue, QueueError};
+use crate::reload::{RulesHandle, RulesLoadError};
 use crate::store::{Store, StoreError};
 
 /// The setting under which dry-run keeps its generated webhook secret.
@@ -30,9 +29,7 @@ pub enum StartError {
     #[error("job queue")]
     Queue(#[from] QueueError),
     #[error("rules")]
-    Rules(#[from] RulesError),
-    #[error("policy")]
-    Policy(#[from] PolicyError),
+    Rules(#[from] RulesLoadError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -51,8 +48,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub store: Store,
     pub queue: Arc<dyn JobQueue>,
-    pub scorer: Arc<dyn Scorer>,
-    pub policy: Arc<Policy>,
+    /// Engine and policy, reloaded when the rules folder changes.
+    pub rules: RulesHandle,
 }
 
 impl Services {
@@ -62,16 +59,23 @@ impl Services {
         let store = Store::connect(&config.database.url, config.database.max_connections).await?;
         store.migrate().await?;
         queue::migrate(&store).await?;
-        let rules = RuleSet::load(&config.rules.dir)?;
-        let policy = Policy::load(&config.rules.dir)?;
-        tracing::info!(rules = rules.len(), policy = %policy.version, "rules loaded");
+        let rules = RulesHandle::load(&config.rules.dir)?;
+        {
+            let loaded = rules.current();
+            tracing::info!(
+                dir = %config.rules.dir.display(),
+                rules = loaded.engine.rules().len(),
+                terms = loaded.engine.analyzer().lexicon.len(),
+                policy = %loaded.policy.version,
+                "rules loaded"
+            );
+        }
         let queue = queue::for_store(&store, &config.queue);
         Ok(Self {
             config: Arc::new(config),
             store,
             queue,
-            scorer: Arc::new(rules),
-            policy: Arc::new(policy),
+            rules,
         })
     }
 
@@ -112,8 +116,7 @@ impl Services {
         Arc::new(JobContext::new(
             self.store.clone(),
             self.queue.clone(),
-            self.scorer.clone(),
-            self.policy.clone(),
+            self.rules.clone(),
             self.config.clone(),
             queue::worker_name(),
         ))
@@ -176,6 +179,7 @@ impl App {
 
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
         let shutdown = self.shutdown.clone();
+        let watcher = self.services.rules.spawn_watcher(shutdown.clone());
         let worker = if self.run_worker {
             let n = ingest::requeue_received(&self.services.store, self.services.queue.as_ref())
                 .await
@@ -214,6 +218,7 @@ impl App {
                 Ok(Ok(())) => {}
             }
         }
+        let _ = watcher.await;
         self.services.store.close().await;
         tracing::info!("stopped");
         server

@@ -16,5 +16,6 @@ pub mod group_commit;
 pub mod ingest;
 pub mod policy;
 pub mod queue;
+pub mod reload;
 pub mod store;
 pub mod telemetry;

@@ -12,9 +12,9 @@ use super::{EnqueueOptions, JobQueue, ScoreJob};
 use crate::actions;
 use crate::config::Config;
 use crate::domain::ChatEvent;
-use crate::engine::{ScoreContext, Scorer};
+use crate::engine::{Activity, Engine, ScoreContext, Scorer};
 use crate::group_commit::{GroupCommit, GroupCommitError};
-use crate::policy::Policy;
+use crate::reload::RulesHandle;
 use crate::store::{Attempt, EventRow, NewDecision, Outcome, Store, StoreError, status};
 
 /// Most job outcomes one transaction records.
@@ -26,8 +26,8 @@ pub struct JobContext {
     /// Records successful outcomes in groups (see [`crate::group_commit`]).
     outcomes: GroupCommit<Outcome, bool>,
     pub queue: Arc<dyn JobQueue>,
-    pub scorer: Arc<dyn Scorer>,
-    pub policy: Arc<Policy>,
+    /// Engine and policy in force; swapped on reload.
+    pub rules: RulesHandle,
     pub config: Arc<Config>,
     pub worker_name: String,
 }
@@ -36,8 +36,7 @@ impl JobContext {
     pub fn new(
         store: Store,
         queue: Arc<dyn JobQueue>,
-        scorer: Arc<dyn Scorer>,
-        policy: Arc<Policy>,
+        rules: RulesHandle,
         config: Arc<Config>,
         worker_name: String,
     ) -> Self {
@@ -55,8 +54,7 @@ impl JobContext {
             store,
             outcomes,
             queue,
-            scorer,
-            policy,
+            rules,
             config,
             worker_name,
         }
@@ -217,12 +215,19 @@ impl JobContext {
                 .await?;
             return Ok("processed");
         };
+        let rules = self.rules.current();
+        let fingerprint = Engine::fingerprint(text);
+        let activity = match row.user_id.as_deref() {
+            Some(user) => Some(self.activity(&rules.engine, row, user, fingerprint).await?),
+            None => None,
+        };
         let channel_type = event.channel_type();
         let ctx = ScoreContext {
             channel_type: channel_type.as_deref(),
+            activity,
         };
-        let assessment = self.scorer.assess(text, &ctx);
-        let verdict = self.policy.decide(&assessment);
+        let assessment = rules.engine.assess(text, &ctx);
+        let verdict = rules.policy.decide(&assessment);
         let dry_run = self.config.dry_run();
         let action = actions::plan(verdict.decision, &event);
         let decision = NewDecision {
@@ -234,15 +239,16 @@ impl JobContext {
             user_id: row.user_id.clone(),
             text: text.to_owned(),
             scores: assessment.scores,
-            matched_rules: serde_json::to_string(&assessment.matches)?,
+            matched_rules: serde_json::to_string(&assessment.reasons)?,
             reasons: serde_json::to_string(&verdict.reasons)?,
             decision: verdict.decision.as_str(),
-            policy_version: self.policy.version.clone(),
+            policy_version: rules.policy.version.clone(),
             action: serde_json::to_string(&action)?,
             action_status: actions::status(&action, dry_run),
             dry_run,
             worker: self.worker_name.clone(),
             received_at: row.received_at,
+            fingerprint: Some(fingerprint),
         };
         if self
             .outcomes
@@ -260,5 +266,34 @@ impl JobContext {
             );
         }
         Ok("decided")
+    }
+
+    /// The user's recent messages, counted from the decision log (shared by every worker).
+    async fn activity(
+        &self,
+        engine: &Engine,
+        row: &EventRow,
+        user: &str,
+        fingerprint: i64,
+    ) -> Result<Activity, StoreError> {
+        let s = engine.settings();
+        let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2));
+        let (recent, same, channels) = self
+            .store
+            .user_activity(
+                user,
+                row.cid.as_deref(),
+                fingerprint,
+                row.received_at,
+                row.received_at - secs(s.flood.window_secs),
+                row.received_at - secs(s.repeats.window_secs),
+            )
+            .await?;
+        let n = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        Ok(Activity {
+            recent_messages: n(recent),
+            same_text: n(same),
+            same_text_channels: n(channels),
+        })
     }
 }

@@ -347,6 +347,38 @@ impl Store {
         .await?))
     }
 
+    /// What a user posted before `before`: messages since `flood_since`, and since
+    /// `repeat_since` the messages with the same fingerprint and the other channels they went to.
+    /// Counted from the decision log, so every worker on the database sees the same numbers.
+    pub async fn user_activity(
+        &self,
+        user_id: &str,
+        cid: Option<&str>,
+        fingerprint: i64,
+        before: DateTime<Utc>,
+        flood_since: DateTime<Utc>,
+        repeat_since: DateTime<Utc>,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let since = flood_since.min(repeat_since);
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
+            "select
+                 coalesce(sum(case when received_at >= $2 then 1 else 0 end), 0),
+                 coalesce(sum(case when fingerprint = $3 and received_at >= $4 then 1 else 0 end), 0),
+                 count(distinct case when fingerprint = $3 and received_at >= $4 and cid <> $5 then cid end)
+             from decisions
+             where user_id = $1 and received_at >= $6 and received_at < $7",
+        )
+        .bind(user_id)
+        .bind(flood_since)
+        .bind(fingerprint)
+        .bind(repeat_since)
+        .bind(cid.unwrap_or(""))
+        .bind(since)
+        .bind(before)
+        .fetch_one(pool)
+        .await?))
+    }
+
     /// Records successful jobs in one transaction: each decision is stored, its attempt counted
     /// and its event marked decided (or processed). Per outcome, true when it was new; a re-run
     /// job whose event already has a decision gets false and changes nothing.
@@ -363,8 +395,8 @@ impl Store {
                         let inserted = sqlx::query(
                             "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
                                  toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
-                                 action_status, dry_run, worker, received_at, decided_at)
-                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                                 action_status, dry_run, worker, received_at, decided_at, fingerprint)
+                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
                              on conflict (event_id) do nothing",
                         )
                         .bind(d.event_id)
@@ -387,6 +419,7 @@ impl Store {
                         .bind(&d.worker)
                         .bind(d.received_at)
                         .bind(now)
+                        .bind(d.fingerprint)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected()

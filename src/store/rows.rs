@@ -65,6 +65,8 @@ pub struct NewDecision {
     pub dry_run: bool,
     pub worker: String,
     pub received_at: DateTime<Utc>,
+    /// Fingerprint of the normalised text, for repeat detection.
+    pub fingerprint: Option<i64>,
 }
 
 /// How a successful job ended.

@@ -75,12 +75,12 @@ fn check_rules_reports_what_it_loaded_and_rejects_a_bad_rule() {
     assert!(out.contains("toxicity  flag ≥ 0.6 block ≥ 0.85"), "{out}");
     assert!(out.contains("dry-run"), "{out}");
 
+    assert!(out.contains("terms"), "{out}");
+    assert!(out.contains("non-zero buckets"), "{out}");
+    assert!(out.contains("scam-domains"), "{out}");
+
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        rules_dir().join("policy.toml"),
-        dir.path().join("policy.toml"),
-    )
-    .unwrap();
+    copy_dir(&rules_dir(), dir.path());
     std::fs::write(
         dir.path().join("rules.toml"),
         "[[rule]]\nid = 'broken'\ncategory = 'toxicity'\npattern = '(unclosed'\nscore = 0.5\n",
@@ -133,7 +133,13 @@ async fn decisions_prints_recent_decisions_as_json_lines() {
     let toxic = by_message("cli-1");
     assert_eq!(toxic["decision"], "block");
     assert!(toxic["scores"]["toxicity"].as_f64().unwrap() >= 0.85);
-    assert_eq!(toxic["matched_rules"][0]["category"], "toxicity");
+    let reasons = toxic["matched_rules"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r["kind"] == "rule" && r["category"] == "toxicity"),
+        "{out}"
+    );
     assert_eq!(by_message("cli-0")["decision"], "allow");
     for key in [
         "webhook_id",

@@ -64,7 +64,7 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
             "block",
             Some("explicit.solicit_nudes"),
         ),
-        ("message_updated.json", "flag", Some("spam.buy_engagement")),
+        ("message_updated.json", "block", Some("spam.buy_engagement")),
         ("message_flagged.json", "flag", Some("spam.pharma")),
     ];
     for (file, decision, rule) in expected {
@@ -94,6 +94,14 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
                     "{file}: {}",
                     d.matched_rules
                 );
+                // The reasons name what matched, with offsets into the message text.
+                let reasons: Vec<serde_json::Value> =
+                    serde_json::from_str(&d.matched_rules).unwrap();
+                for r in &reasons {
+                    if let (Some(s), Some(e)) = (r["start"].as_u64(), r["end"].as_u64()) {
+                        assert!(s < e && e as usize <= d.text.len(), "{file}: {r}");
+                    }
+                }
                 assert_eq!(d.action_status, "pending", "{file}");
             }
             None => {

@@ -2,7 +2,12 @@
 //! `TEST_POSTGRES_URL` is set (and must run under CI).
 
 mod helpers;
+mod smtp_sink;
+mod stream_standin;
 
 mod cli;
+mod email;
+mod engine;
 mod ingest;
 mod pipeline;
+mod stream_client;

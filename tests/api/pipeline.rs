@@ -470,3 +470,73 @@ async fn pushing_a_queued_key_again_is_a_no_op(db: &TestDb, _: Backend) {
     app.stop().await;
 }
 both_backends!(idempotent_enqueue, pushing_a_queued_key_again_is_a_no_op);
+
+/// A message.new in a given channel.
+fn message_in(channel: &str, message_id: &str, user_id: &str, text: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&message_new(message_id, user_id, text))
+        .expect("message_new is JSON");
+    v["cid"] = serde_json::json!(format!("messaging:{channel}"));
+    v["channel_id"] = serde_json::json!(channel);
+    serde_json::to_vec(&v).expect("json")
+}
+
+async fn the_same_text_across_channels_is_counted_from_the_decision_log(db: &TestDb, _: Backend) {
+    let app = TestApp::spawn(config(&db.url, &[])).await;
+    let text = "anyone want to trade a spare sword for a shield?";
+    // One at a time, as a spammer's posts arrive: each is decided before the next comes.
+    for (i, channel) in ["general", "lfg", "trading", "general"].iter().enumerate() {
+        let id = format!("x-{i}");
+        let r = app
+            .post_webhook(&message_in(channel, &id, "spammer", text), &id)
+            .await;
+        assert_eq!(r.status(), 200);
+        wait_settled(app.store()).await;
+    }
+    // Another user saying the same once is not affected.
+    let r = app
+        .post_webhook(&message_in("general", "y-0", "bystander", text), "y-0")
+        .await;
+    assert_eq!(r.status(), 200);
+    wait_settled(app.store()).await;
+
+    let decision = |id: &'static str| {
+        let store = app.store().clone();
+        async move {
+            let e = store.get_event_by_webhook_id(id).await.unwrap();
+            store.decision_for_event(e.id).await.unwrap().unwrap()
+        }
+    };
+    let first = decision("x-0").await;
+    assert!(
+        !first.matched_rules.contains("cross-posting"),
+        "{}",
+        first.matched_rules
+    );
+    let third = decision("x-2").await;
+    assert!(
+        third.matched_rules.contains("repeated text"),
+        "{}",
+        third.matched_rules
+    );
+    assert!(
+        third.matched_rules.contains("cross-posting"),
+        "{}",
+        third.matched_rules
+    );
+    assert!(third.spam >= 0.9 && third.decision == "block", "{third:?}");
+    let bystander = decision("y-0").await;
+    assert!(
+        !bystander.matched_rules.contains("repeated"),
+        "{}",
+        bystander.matched_rules
+    );
+    assert!(
+        bystander.spam < 0.7 && first.spam < 0.7,
+        "{bystander:?} {first:?}"
+    );
+    app.stop().await;
+}
+both_backends!(
+    repeats_across_channels,
+    the_same_text_across_channels_is_counted_from_the_decision_log
+);
