@@ -2,6 +2,9 @@
 //! REST API arrives with the actions release, so with credentials an action is recorded as
 //! `pending` and in dry-run as `would_do`.
 
+pub mod email;
+pub mod stream;
+
 use serde::Serialize;
 
 use crate::domain::{ChatEvent, Decision};
