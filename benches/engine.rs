@@ -59,13 +59,26 @@ fn engine() -> Engine {
 fn bench(c: &mut Criterion) {
     let engine = engine();
     let ctx = ScoreContext::default();
+    let fast = ScoreContext {
+        skip_explanations: true,
+        ..ScoreContext::default()
+    };
     for (name, set) in [("clean", CLEAN), ("matching", MATCHING)] {
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Elements(set.len() as u64));
+        // Scores and reasons, as the worker asks (model explanations included).
         g.bench_function("chatguard", |b| {
             b.iter(|| {
                 for m in set {
                     black_box(engine.assess(black_box(m), &ctx));
+                }
+            })
+        });
+        // The fast path: scores, terms, rules and signals, without the model's feature list.
+        g.bench_function("chatguard_fast", |b| {
+            b.iter(|| {
+                for m in set {
+                    black_box(engine.assess(black_box(m), &fast));
                 }
             })
         });

@@ -174,6 +174,7 @@ pub fn run_score(rules: &Loaded, args: &ScoreArgs) -> Result<(usize, usize), Sco
     let ctx = ScoreContext {
         channel_type: args.channel_type.as_deref(),
         activity: None,
+        skip_explanations: false,
     };
     let (mut scored, mut failed, mut line_no) = (0usize, 0usize, 0usize);
     let mut batch: Vec<Result<String, String>> = Vec::with_capacity(BATCH);

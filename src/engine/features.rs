@@ -18,16 +18,22 @@ pub const DIM: usize = 1 << DIM_BITS;
 pub enum Key<'a> {
     Word(&'a str),
     Bigram(&'a str, &'a str),
-    Chars(&'a str),
+    /// A character n-gram with its hash, computed incrementally while the grams grow.
+    Chars(&'a str, u64),
     Named(&'a str),
 }
 
-impl Key<'_> {
+impl<'a> Key<'a> {
+    /// A character n-gram key.
+    pub fn chars(s: &'a str) -> Self {
+        Key::Chars(s, fnv(SEED_CHARS, s.as_bytes()))
+    }
+
     fn hash(&self) -> u64 {
         match self {
             Key::Word(w) => fnv(SEED_WORD, w.as_bytes()),
             Key::Bigram(a, b) => fnv(fnv(fnv(SEED_BIGRAM, a.as_bytes()), b"\x1f"), b.as_bytes()),
-            Key::Chars(s) => fnv(SEED_CHARS, s.as_bytes()),
+            Key::Chars(_, h) => *h,
             Key::Named(s) => fnv(SEED_NAMED, s.as_bytes()),
         }
     }
@@ -37,7 +43,7 @@ impl Key<'_> {
         match self {
             Key::Word(w) => format!("word \"{w}\""),
             Key::Bigram(a, b) => format!("words \"{a} {b}\""),
-            Key::Chars(s) => format!("chars \"{s}\""),
+            Key::Chars(s, _) => format!("chars \"{s}\""),
             Key::Named(s) => (*s).to_owned(),
         }
     }
@@ -48,11 +54,14 @@ const SEED_BIGRAM: u64 = 0xc2b2_ae3d_27d4_eb4f;
 const SEED_CHARS: u64 = 0x1656_67b1_9e37_79f9;
 const SEED_NAMED: u64 = 0x85eb_ca77_c2b2_ae63;
 
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 fn fnv(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
+    let mut h = seed ^ FNV_BASIS;
     for b in bytes {
         h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -163,7 +172,6 @@ pub fn visit(
         }
         buf.push_str(&normalized[at..]);
         buf.push(' ');
-        let mut bounds: [usize; 6] = [0; 6];
         chars.clear();
         chars.extend(buf.char_indices().map(|(i, _)| i));
         chars.push(buf.len());
@@ -172,16 +180,19 @@ pub fn visit(
             .map(|n| n_chars.saturating_sub(n - 1))
             .sum::<usize>();
         let scale = 1.0 / (grams.max(1) as f32).sqrt();
+        let bytes = buf.as_bytes();
         for i in 0..n_chars {
-            for (k, b) in bounds.iter_mut().enumerate() {
-                *b = chars.get(i + k).copied().unwrap_or(usize::MAX);
-            }
-            for n in 2..=5 {
-                let end = bounds[n];
-                if end == usize::MAX {
-                    break;
+            // FNV is sequential: the hash of an n-gram continues into the (n+1)-gram's.
+            let mut h = SEED_CHARS ^ FNV_BASIS;
+            for n in 1..=5 {
+                let Some(&end) = chars.get(i + n) else { break };
+                for b in &bytes[chars[i + n - 1]..end] {
+                    h ^= u64::from(*b);
+                    h = h.wrapping_mul(FNV_PRIME);
                 }
-                sink(Key::Chars(&buf[bounds[0]..end]), scale);
+                if n >= 2 {
+                    sink(Key::Chars(&buf[chars[i]..end], h), scale);
+                }
             }
         }
     }
@@ -328,7 +339,7 @@ mod tests {
         let got: Vec<(u32, f32)> = [
             Key::Word("idiot"),
             Key::Bigram("you", "idiot"),
-            Key::Chars(" id"),
+            Key::chars(" id"),
             Key::Named("link"),
         ]
         .iter()

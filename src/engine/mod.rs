@@ -47,6 +47,9 @@ pub struct Activity {
 pub struct ScoreContext<'a> {
     pub channel_type: Option<&'a str>,
     pub activity: Option<Activity>,
+    /// Scores and every reason but the model's feature list (the fast path, for callers that
+    /// only need the decision now).
+    pub skip_explanations: bool,
 }
 
 pub trait Scorer: Send + Sync {
@@ -273,13 +276,19 @@ impl Engine {
 
         // The model's reason: its probability and the features that pushed it up most, for the
         // categories where it matters.
-        for (h, c) in HEAD_CATEGORIES.iter().enumerate() {
-            let p = f64::from(probs[h]);
-            if p >= self.settings.explain_above {
-                let top = self.top_features(text, h, s);
+        let explain: Vec<usize> = (0..HEAD_CATEGORIES.len())
+            .filter(|h| f64::from(probs[*h]) >= self.settings.explain_above)
+            .collect();
+        if !explain.is_empty() {
+            let tops = if ctx.skip_explanations {
+                vec![Vec::new(); explain.len()]
+            } else {
+                self.top_features(&explain, s)
+            };
+            for (h, top) in explain.into_iter().zip(tops) {
                 out.reasons.push(Reason::Model {
-                    category: *c,
-                    probability: round3(p),
+                    category: HEAD_CATEGORIES[h],
+                    probability: round3(f64::from(probs[h])),
                     top,
                 });
             }
@@ -376,42 +385,67 @@ impl Engine {
         }
     }
 
-    /// The features that add most to head `h`'s logit (slow path: re-walks the features with
-    /// their names; only runs for scores worth explaining).
-    fn top_features(&self, text: &str, h: usize, s: &mut Scratch) -> Vec<Contribution> {
-        let mut all: Vec<(String, f32)> = Vec::new();
-        let mut fs = features::Scratch::default();
-        features::visit(
-            s.normalized.as_str(),
-            &s.hits,
-            &s.signals,
-            &mut fs,
-            &mut |k, v| {
-                let c = self.model.contribution(h, &features::hash_key(&k, v));
-                if c > 0.0 {
-                    all.push((k.describe(), c));
+    /// For each head in `heads`, the features that add most to its logit. Contributions are
+    /// ranked on the hashed features already computed; only the winners are named, in one more
+    /// walk over the features.
+    fn top_features(&self, heads: &[usize], s: &mut Scratch) -> Vec<Vec<Contribution>> {
+        let k = self.settings.explain_top;
+        let Scratch {
+            normalized,
+            hits,
+            signals,
+            features: hashed,
+            feature_scratch,
+        } = s;
+        // The k largest single contributions per head (k is small: insertion beats sorting).
+        let winners: Vec<Vec<(u32, f32)>> = heads
+            .iter()
+            .map(|&h| {
+                let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+                for f in hashed.iter() {
+                    let c = self.model.contribution(h, f);
+                    if c <= 0.0 || (top.len() == k && top.last().is_some_and(|l| l.1 >= c)) {
+                        continue;
+                    }
+                    if let Some(same) = top.iter_mut().find(|t| t.0 == f.index) {
+                        same.1 = same.1.max(c);
+                    } else {
+                        let at = top.iter().position(|t| t.1 < c).unwrap_or(top.len());
+                        top.insert(at, (f.index, c));
+                        top.truncate(k);
+                    }
                 }
-            },
-        );
-        let _ = text;
-        // The same n-gram can occur several times: sum per name.
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all.dedup_by(|a, b| {
-            if a.0 == b.0 {
-                b.1 += a.1;
-                true
-            } else {
-                false
-            }
-        });
-        all.sort_by(|a, b| b.1.total_cmp(&a.1));
-        all.truncate(self.settings.explain_top);
-        all.into_iter()
-            .map(|(feature, w)| Contribution {
-                feature,
-                weight: round3(f64::from(w)),
+                top
             })
-            .collect()
+            .collect();
+        let mut named: Vec<Vec<Contribution>> = vec![Vec::new(); heads.len()];
+        if k > 0 {
+            features::visit(
+                normalized.as_str(),
+                hits,
+                signals,
+                feature_scratch,
+                &mut |key, v| {
+                    let index = features::hash_key(&key, v).index;
+                    for (w, out) in winners.iter().zip(named.iter_mut()) {
+                        if let Some((_, c)) = w.iter().find(|(i, _)| *i == index) {
+                            let feature = key.describe();
+                            if !out.iter().any(|n| n.feature == feature) {
+                                out.push(Contribution {
+                                    feature,
+                                    weight: round3(f64::from(*c)),
+                                });
+                            }
+                        }
+                    }
+                },
+            );
+        }
+        for out in &mut named {
+            out.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+            out.truncate(k);
+        }
+        named
     }
 }
 

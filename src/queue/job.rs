@@ -225,6 +225,7 @@ impl JobContext {
         let ctx = ScoreContext {
             channel_type: channel_type.as_deref(),
             activity,
+            skip_explanations: false,
         };
         let assessment = rules.engine.assess(text, &ctx);
         let verdict = rules.policy.decide(&assessment);

@@ -264,6 +264,7 @@ fn spam_signals_and_flood_activity_raise_spam() {
                 same_text: 5,
                 same_text_channels: 4,
             }),
+            skip_explanations: false,
         },
     );
     assert!(flooding.scores.spam >= 0.9, "{flooding:?}");
