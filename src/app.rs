@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::actions::email::{AlertMailer, DigestOutcome};
+use crate::actions::executor::{ActionsConfig, DeleteMode, Executor};
+use crate::actions::stream::StreamClient;
 use crate::api;
 use crate::config::{Config, DEV_API_KEY};
 use crate::ingest::{self, IngestState};
@@ -40,6 +43,8 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
     #[error("{0}")]
     Requeue(String),
+    #[error("actions: {0}")]
+    Actions(String),
 }
 
 /// The storage, queue and rules every mode needs.
@@ -112,14 +117,52 @@ impl Services {
             .await?)
     }
 
-    pub fn job_context(&self) -> Arc<JobContext> {
-        Arc::new(JobContext::new(
+    pub fn job_context(&self) -> Result<Arc<JobContext>, StartError> {
+        let config = &self.config;
+        let client = match config.stream_apps().into_iter().next() {
+            Some(app) if !config.dry_run() => Some(
+                StreamClient::new(&app.api_key, &app.api_secret, &config.stream_client())
+                    .map_err(|e| StartError::Actions(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let actions = ActionsConfig {
+            delete: if config.actions.delete == "soft" {
+                DeleteMode::Soft
+            } else {
+                DeleteMode::Hard
+            },
+            notify_on_flag: config.actions.notify_on_flag,
+            moderation_channel: config.moderation_channel().map(str::to_owned),
+        };
+        let executor = Executor::new(client, actions, config.stream.bot_user_id.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DigestOutcome>();
+        let mailer = AlertMailer::start(&config.alerts, Some(tx))
+            .map_err(|e| StartError::Actions(e.to_string()))?;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            while let Some(outcome) = rx.recv().await {
+                let status = match &outcome.result {
+                    Ok(()) => "sent".to_owned(),
+                    Err(e) => format!("failed after {} attempts: {e}", outcome.attempts),
+                };
+                if let Err(e) = store
+                    .record_alert_outcome(&outcome.decision_ids, &status)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not record an e-mail digest's outcome");
+                }
+            }
+        });
+        Ok(Arc::new(JobContext::new(
             self.store.clone(),
             self.queue.clone(),
             self.rules.clone(),
             self.config.clone(),
             queue::worker_name(),
-        ))
+            Arc::new(executor),
+            mailer,
+        )))
     }
 }
 
@@ -190,9 +233,13 @@ impl App {
                     "re-queued events waiting from before the restart"
                 );
             }
-            let ctx = self.services.job_context();
+            let ctx = self.services.job_context()?;
             tracing::info!(worker = %ctx.worker_name, "worker started");
-            Some(tokio::spawn(queue::run_worker(ctx, shutdown.clone())))
+            let mailer = ctx.mailer.clone();
+            Some((
+                tokio::spawn(queue::run_worker(ctx, shutdown.clone())),
+                mailer,
+            ))
         } else {
             None
         };
@@ -211,11 +258,15 @@ impl App {
             }
         };
         shutdown.cancel();
-        if let Some(worker) = worker {
+        if let Some((worker, mailer)) = worker {
             match worker.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "worker stopped with an error"),
                 Err(e) => tracing::error!(error = %e, "worker panicked"),
                 Ok(Ok(())) => {}
+            }
+            // Send what the e-mail digest holds before going.
+            if let Some(mailer) = mailer {
+                mailer.shutdown(std::time::Duration::from_secs(5)).await;
             }
         }
         let _ = watcher.await;
@@ -227,9 +278,20 @@ impl App {
 
 fn router(services: &Services, secrets: HashMap<String, SecretString>) -> Router {
     let config = &services.config;
+    let writer = ingest::EventWriter::spawn(services.store.clone(), services.queue.clone());
+    let secrets = Arc::new(secrets);
+    let before_send = ingest::before_send::router(ingest::before_send::BeforeSendState {
+        secrets: secrets.clone(),
+        rules: services.rules.clone(),
+        writer: writer.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        max_decompressed_bytes: config.server.max_decompressed_bytes,
+        deadline: ingest::before_send::DEFAULT_DEADLINE,
+        block_text: ingest::before_send::DEFAULT_BLOCK_TEXT.into(),
+    });
     let ingest = ingest::router(IngestState {
-        writer: ingest::EventWriter::spawn(services.store.clone(), services.queue.clone()),
-        secrets: Arc::new(secrets),
+        writer,
+        secrets,
         bot_user_id: Arc::from(config.stream.bot_user_id.as_str()),
         max_body_bytes: config.server.max_body_bytes,
         max_decompressed_bytes: config.server.max_decompressed_bytes,
@@ -239,6 +301,7 @@ fn router(services: &Services, secrets: HashMap<String, SecretString>) -> Router
         queue: services.queue.clone(),
     });
     ingest
+        .merge(before_send)
         .merge(ops)
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())

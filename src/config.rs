@@ -44,6 +44,31 @@ pub struct Config {
     pub rules: RulesConfig,
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
+    pub actions: ActionsSettings,
+    pub alerts: crate::actions::email::AlertsConfig,
+    pub before_send: BeforeSendConfig,
+}
+
+/// What decisions do on Stream, besides the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsSettings {
+    /// `hard` or `soft` delete on block.
+    pub delete: String,
+    /// Post flags to the moderators channel too (blocks and bans always are).
+    pub notify_on_flag: bool,
+    /// `type:id` of the moderators channel (CHATGUARD_MODERATION_CHANNEL); empty = none.
+    pub moderation_channel: String,
+}
+
+/// `POST /webhooks/stream/before-message-send`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeforeSendConfig {
+    /// Past this, the message is let through (Stream itself waits 1 s, then lets it through).
+    pub deadline_ms: u64,
+    /// What the sender sees when a message is blocked.
+    pub block_text: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +100,12 @@ pub struct StreamConfig {
     pub apps: BTreeMap<String, SecretString>,
     /// The user chatguard acts as on Stream; events it causes are recognised and left alone.
     pub bot_user_id: String,
+    /// One attempt's limit, from connecting to the last byte.
+    pub timeout_ms: u64,
+    /// Retries after the first attempt (429, 5xx, timeouts).
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +287,35 @@ impl Config {
                 });
             }
         }
+        if !matches!(self.actions.delete.as_str(), "hard" | "soft") {
+            return Err(ConfigError::Invalid {
+                key: "actions.delete",
+                message: format!("{:?}: expected hard or soft", self.actions.delete),
+            });
+        }
+        let channel = self.actions.moderation_channel.trim();
+        if !channel.is_empty()
+            && !channel
+                .split_once(':')
+                .is_some_and(|(t, i)| !t.is_empty() && !i.is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "actions.moderation_channel (CHATGUARD_MODERATION_CHANNEL)",
+                message: format!("{channel:?} is not type:id, e.g. team:moderation"),
+            });
+        }
+        if let Err(message) = self.alerts.validate() {
+            return Err(ConfigError::Invalid {
+                key: "alerts (CHATGUARD_SMTP_URL, CHATGUARD_ALERT_FROM, CHATGUARD_ALERT_TO)",
+                message,
+            });
+        }
+        if self.before_send.deadline_ms == 0 || self.before_send.deadline_ms >= 1000 {
+            return Err(ConfigError::Invalid {
+                key: "before_send.deadline_ms",
+                message: "must be between 1 and 999 (Stream gives up after 1 s)".into(),
+            });
+        }
         if self.server.max_decompressed_bytes < self.server.max_body_bytes {
             return Err(ConfigError::Invalid {
                 key: "server.max_decompressed_bytes",
@@ -301,6 +361,22 @@ impl Config {
             });
         }
         apps
+    }
+
+    /// The Stream client's settings.
+    pub fn stream_client(&self) -> crate::actions::stream::StreamClientConfig {
+        crate::actions::stream::StreamClientConfig {
+            base_url: self.stream.base_url.clone(),
+            timeout_ms: self.stream.timeout_ms,
+            max_retries: self.stream.max_retries,
+            retry_base_ms: self.stream.retry_base_ms,
+            retry_max_ms: self.stream.retry_max_ms,
+        }
+    }
+
+    /// The moderators channel, if one is set.
+    pub fn moderation_channel(&self) -> Option<&str> {
+        Some(self.actions.moderation_channel.trim()).filter(|c| !c.is_empty())
     }
 
     pub fn retry_delay(&self, attempt: u32) -> Duration {
@@ -396,6 +472,22 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         "CHATGUARD_LISTEN" => set(table, "server", "listen", string()),
         "CHATGUARD_RULES" => set(table, "rules", "dir", string()),
         "CHATGUARD_BOT_USER_ID" => set(table, "stream", "bot_user_id", string()),
+        "CHATGUARD_MODERATION_CHANNEL" => set(table, "actions", "moderation_channel", string()),
+        "CHATGUARD_SMTP_URL" => set(table, "alerts", "smtp_url", string()),
+        "CHATGUARD_ALERT_FROM" => set(table, "alerts", "from", string()),
+        "CHATGUARD_ALERT_TO" => set(
+            table,
+            "alerts",
+            "to",
+            toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| toml::Value::String(a.to_owned()))
+                    .collect(),
+            ),
+        ),
         "CHATGUARD_STREAM_APPS" => {
             let mut apps = toml::Table::new();
             for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -3,6 +3,7 @@
 //! `pending` and in dry-run as `would_do`.
 
 pub mod email;
+pub mod executor;
 pub mod stream;
 
 use serde::Serialize;

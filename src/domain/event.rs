@@ -15,6 +15,8 @@ pub enum EventKind {
     UserBanned,
     UserUnbanned,
     UserFlagged,
+    /// A Before Message Send request, stored by chatguard for the worker's follow-ups.
+    MessageBeforeSend,
 }
 
 impl EventKind {
@@ -27,6 +29,7 @@ impl EventKind {
             "user.banned" => Self::UserBanned,
             "user.unbanned" => Self::UserUnbanned,
             "user.flagged" => Self::UserFlagged,
+            "message.before_send" => Self::MessageBeforeSend,
             _ => return None,
         })
     }
@@ -35,7 +38,10 @@ impl EventKind {
     pub fn is_scored(self) -> bool {
         matches!(
             self,
-            Self::MessageNew | Self::MessageUpdated | Self::MessageFlagged
+            Self::MessageNew
+                | Self::MessageUpdated
+                | Self::MessageFlagged
+                | Self::MessageBeforeSend
         )
     }
 }
@@ -206,6 +212,15 @@ impl ChatEvent {
                 .map(|u| u.id.as_str()),
         };
         id.filter(|s| !s.is_empty())
+    }
+
+    /// The role of the message's author (`admin`, `moderator`, `user`, …).
+    pub fn author_role(&self) -> Option<&str> {
+        self.message
+            .as_ref()
+            .and_then(|m| m.user.as_ref())
+            .or(self.user.as_ref())
+            .and_then(|u| u.role.as_deref())
     }
 
     /// The text to score, if the event carries a message with text.

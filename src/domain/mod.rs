@@ -5,5 +5,6 @@ pub mod verdict;
 
 pub use event::{ChatEvent, EventKind, EventParseError, Message, User};
 pub use verdict::{
-    Assessment, Category, Contribution, Decision, Reason, RuleMatch, RuleMode, Scores, Verdict,
+    Assessment, BanPlan, Category, Contribution, Decision, Reason, RuleMatch, RuleMode, Scores,
+    Verdict,
 };

@@ -148,9 +148,10 @@ pub struct Assessment {
 }
 
 /// The outcome for a message, from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
+    #[default]
     Allow,
     Flag,
     Block,
@@ -183,10 +184,33 @@ impl std::str::FromStr for Decision {
     }
 }
 
-/// The decision with the reasons that led to it.
+/// A ban the policy asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BanPlan {
+    /// `None` bans permanently.
+    pub timeout_minutes: Option<u32>,
+    /// Shown to the user and moderators; names the decision and the strike count.
+    pub reason: String,
+    /// Strikes the user has, this one included.
+    pub strikes: u32,
+}
+
+/// The decision with the reasons that led to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub decision: Decision,
-    /// Human-readable reason chain: which threshold or rule decided.
+    /// Human-readable reason chain: which threshold, rule or strike decided.
     pub reasons: Vec<String>,
+    /// Decided and logged, but nothing is to be done (global or per-rule shadow mode).
+    #[serde(default)]
+    pub shadow: bool,
+    /// The user's role is exempt: logged, never actioned.
+    #[serde(default)]
+    pub exempt: bool,
+    /// This decision counts as a strike against the user.
+    #[serde(default)]
+    pub strike: bool,
+    /// Set when the decision is `ban`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanPlan>,
 }

@@ -1,6 +1,7 @@
 //! `POST /webhooks/stream`: size cap, gunzip, signature, parse, store once per webhook id, enqueue,
 //! and only then 200 (stream-api.md §1).
 
+pub mod before_send;
 pub mod body;
 pub mod signature;
 mod writer;
@@ -79,7 +80,7 @@ async fn receive(
     result.map(Json)
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -87,25 +88,28 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-async fn accept(
-    state: &IngestState,
-    headers: &HeaderMap,
-    webhook_id: Option<String>,
+/// The checks every signed Stream delivery gets: size caps, gunzip, and the signature under the
+/// secret that `X-Api-Key` names. Returns the API key and the body as signed.
+pub(crate) fn verify_delivery<'h>(
+    secrets: &HashMap<String, SecretString>,
+    max_body_bytes: usize,
+    max_decompressed_bytes: usize,
+    headers: &'h HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Receipt, ApiError> {
+) -> Result<(&'h str, Bytes), ApiError> {
     let raw = body.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("body exceeds {} bytes", state.max_body_bytes))
+            ApiError::PayloadTooLarge(format!("body exceeds {max_body_bytes} bytes"))
         } else {
             ApiError::BadRequest(rejection.body_text())
         }
     })?;
     let api_key = header(headers, "x-api-key").ok_or(ApiError::Unauthorized)?;
-    let secret = state.secrets.get(api_key).ok_or_else(|| {
+    let secret = secrets.get(api_key).ok_or_else(|| {
         tracing::warn!("webhook for an unknown API key");
         ApiError::Unauthorized
     })?;
-    let body = body::decode(raw, state.max_decompressed_bytes).map_err(|e| match e {
+    let body = body::decode(raw, max_decompressed_bytes).map_err(|e| match e {
         body::BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         body::BodyError::BadGzip(_) => ApiError::BadRequest(e.to_string()),
     })?;
@@ -118,6 +122,22 @@ async fn accept(
         tracing::warn!(reason = %e, "webhook signature rejected");
         ApiError::Unauthorized
     })?;
+    Ok((api_key, body))
+}
+
+async fn accept(
+    state: &IngestState,
+    headers: &HeaderMap,
+    webhook_id: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Receipt, ApiError> {
+    let (api_key, body) = verify_delivery(
+        &state.secrets,
+        state.max_body_bytes,
+        state.max_decompressed_bytes,
+        headers,
+        body,
+    )?;
     let event = ChatEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let payload =
         std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;

@@ -10,10 +10,14 @@ use tracing::Instrument;
 
 use super::{EnqueueOptions, JobQueue, ScoreJob};
 use crate::actions;
+use crate::actions::email::{Alert, AlertMailer};
+use crate::actions::executor::{ActionRequest, Executor};
 use crate::config::Config;
 use crate::domain::ChatEvent;
+use crate::domain::{Decision, EventKind};
 use crate::engine::{Activity, Engine, ScoreContext, Scorer};
 use crate::group_commit::{GroupCommit, GroupCommitError};
+use crate::policy::PolicyContext;
 use crate::reload::RulesHandle;
 use crate::store::{Attempt, EventRow, NewDecision, Outcome, Store, StoreError, status};
 
@@ -24,12 +28,16 @@ const MAX_OUTCOMES: usize = 256;
 pub struct JobContext {
     pub store: Store,
     /// Records successful outcomes in groups (see [`crate::group_commit`]).
-    outcomes: GroupCommit<Outcome, bool>,
+    outcomes: GroupCommit<Outcome, Option<i64>>,
     pub queue: Arc<dyn JobQueue>,
     /// Engine and policy in force; swapped on reload.
     pub rules: RulesHandle,
     pub config: Arc<Config>,
     pub worker_name: String,
+    /// Carries decisions out on Stream.
+    pub executor: Arc<Executor>,
+    /// E-mail digests of blocks and bans, when configured.
+    pub mailer: Option<AlertMailer>,
 }
 
 impl JobContext {
@@ -39,6 +47,8 @@ impl JobContext {
         rules: RulesHandle,
         config: Arc<Config>,
         worker_name: String,
+        executor: Arc<Executor>,
+        mailer: Option<AlertMailer>,
     ) -> Self {
         let writer = store.clone();
         let outcomes = GroupCommit::spawn("outcomes", MAX_OUTCOMES, move |batch: Vec<Outcome>| {
@@ -57,6 +67,8 @@ impl JobContext {
             rules,
             config,
             worker_name,
+            executor,
+            mailer,
         }
     }
 }
@@ -198,15 +210,41 @@ impl JobContext {
         Ok(())
     }
 
-    /// Scores and records a message event, or marks any other event processed; either way the
-    /// attempt is recorded in the same transaction.
+    /// Scores, decides and records a message event, then carries the decision out; keeps ban
+    /// state in step for ban events; marks any other event processed. The attempt is recorded in
+    /// the same transaction as the outcome.
     async fn process(
         &self,
         row: &EventRow,
         attempt: &Attempt<'_>,
     ) -> Result<&'static str, JobError> {
-        let event = ChatEvent::parse(row.payload.as_bytes())?;
-        let scored = event.kind().is_some_and(|k| k.is_scored());
+        let event = parse_stored(row)?;
+        let kind = event.kind();
+        if let Some(k @ (EventKind::UserBanned | EventKind::UserUnbanned)) = kind
+            && let Some(user) = event.subject_user_id()
+        {
+            {
+                self.store
+                    .record_ban_event(
+                        user,
+                        k == EventKind::UserBanned,
+                        event.expiration,
+                        event.reason.as_deref(),
+                        event.created_at.unwrap_or(row.received_at),
+                    )
+                    .await?;
+            }
+        }
+        // A Before Message Send request that was let through is followed by Stream's own
+        // message.new, which is scored and acted on: only a blocked one needs the follow-ups here.
+        let let_through = row.event_type == BEFORE_SEND_EVENT
+            && event
+                .extra
+                .get("before_send")
+                .and_then(|b| b.get("answer"))
+                .and_then(|a| a.as_str())
+                != Some("block");
+        let scored = kind.is_some_and(|k| k.is_scored()) && !let_through;
         let Some(text) = event.text().filter(|_| scored) else {
             self.outcomes
                 .submit(Outcome::Processed {
@@ -228,9 +266,25 @@ impl JobContext {
             skip_explanations: false,
         };
         let assessment = rules.engine.assess(text, &ctx);
-        let verdict = rules.policy.decide(&assessment);
+        let (active_strikes, previous_bans, banned_now) = match row.user_id.as_deref() {
+            Some(user) => self.store.user_standing(user, row.received_at).await?,
+            None => (0, 0, false),
+        };
+        let count = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        let verdict = rules.policy.decide_in(
+            &assessment,
+            &PolicyContext {
+                channel_type: channel_type.as_deref(),
+                user_role: event.author_role(),
+                active_strikes: count(active_strikes),
+                previous_bans: count(previous_bans),
+                banned_now,
+            },
+        );
         let dry_run = self.config.dry_run();
         let action = actions::plan(verdict.decision, &event);
+        let strike_window = chrono::Duration::from_std(rules.policy.strike_window())
+            .unwrap_or(chrono::Duration::days(1));
         let decision = NewDecision {
             event_id: row.id,
             webhook_id: row.webhook_id.clone(),
@@ -250,21 +304,83 @@ impl JobContext {
             worker: self.worker_name.clone(),
             received_at: row.received_at,
             fingerprint: Some(fingerprint),
+            strike_expires_at: verdict.strike.then(|| row.received_at + strike_window),
+            ban: verdict.ban.as_ref().map(|b| {
+                (
+                    b.timeout_minutes
+                        .map(|m| row.received_at + chrono::Duration::minutes(i64::from(m))),
+                    b.reason.clone(),
+                )
+            }),
         };
-        if self
+        let Some(decision_id) = self
             .outcomes
             .submit(Outcome::Decided(Box::new(decision)))
             .await?
+        else {
+            // Already decided by an earlier run: its actions ran (or were recorded) then.
+            return Ok("decided");
+        };
+        metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
+            .increment(1);
+        tracing::info!(
+            decision = verdict.decision.as_str(),
+            decision_id,
+            toxicity = assessment.scores.toxicity,
+            spam = assessment.scores.spam,
+            explicit = assessment.scores.explicit,
+            "decided"
+        );
+        // Only the run that recorded the decision acts, so a retried job or a duplicate webhook
+        // never deletes, bans or notifies twice.
+        let outcome = self
+            .executor
+            .execute(&ActionRequest {
+                decision_id,
+                decision: verdict.decision,
+                shadow: verdict.shadow,
+                exempt: verdict.exempt,
+                dry_run,
+                message_id: row.message_id.as_deref(),
+                user_id: row.user_id.as_deref(),
+                cid: row.cid.as_deref(),
+                text,
+                scores: assessment.scores,
+                reasons: &verdict.reasons,
+                ban: verdict.ban.as_ref(),
+                pre_send: row.event_type == BEFORE_SEND_EVENT,
+            })
+            .await;
+        let result = serde_json::to_string(&outcome)?;
+        let status = match (outcome.status, dry_run) {
+            ("skipped", true) => "would_do",
+            (s, _) => s,
+        };
+        if let Err(e) = self
+            .store
+            .record_action_outcome(decision_id, status, &result)
+            .await
         {
-            metrics::counter!("chatguard_decisions_total", "decision" => verdict.decision.as_str())
-                .increment(1);
-            tracing::info!(
-                decision = verdict.decision.as_str(),
-                toxicity = assessment.scores.toxicity,
-                spam = assessment.scores.spam,
-                explicit = assessment.scores.explicit,
-                "decided"
-            );
+            tracing::error!(decision_id, error = %e, "could not record the action outcome");
+        }
+        if verdict.decision >= Decision::Block
+            && !verdict.shadow
+            && !verdict.exempt
+            && let Some(mailer) = &self.mailer
+        {
+            {
+                mailer.notify(Alert {
+                    decision_id,
+                    decision: verdict.decision.as_str().to_owned(),
+                    user_id: row.user_id.clone(),
+                    cid: row.cid.clone(),
+                    message_id: row.message_id.clone(),
+                    text: text.to_owned(),
+                    scores: assessment.scores,
+                    action: outcome.status.to_owned(),
+                    at: row.received_at,
+                });
+            }
         }
         Ok("decided")
     }
@@ -297,4 +413,34 @@ impl JobContext {
             same_text_channels: n(channels),
         })
     }
+}
+
+/// The event type Before Message Send requests are stored under.
+pub const BEFORE_SEND_EVENT: &str = "message.before_send";
+
+/// Parses a stored event. Before Message Send bodies carry no `type` and keep the channel under
+/// `channel`: they are given the stored type and the channel's cid and type first.
+fn parse_stored(row: &EventRow) -> Result<ChatEvent, crate::domain::EventParseError> {
+    if row.event_type != BEFORE_SEND_EVENT {
+        return ChatEvent::parse(row.payload.as_bytes());
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(&row.payload).map_err(crate::domain::EventParseError::Json)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("type")
+            .or_insert_with(|| serde_json::Value::String(BEFORE_SEND_EVENT.to_owned()));
+        let channel = obj.get("channel").cloned();
+        if let Some(ch) = channel {
+            for (from, to) in [
+                ("cid", "cid"),
+                ("type", "channel_type"),
+                ("id", "channel_id"),
+            ] {
+                if let Some(val) = ch.get(from) {
+                    obj.entry(to).or_insert_with(|| val.clone());
+                }
+            }
+        }
+    }
+    ChatEvent::parse(v.to_string().as_bytes())
 }

@@ -81,7 +81,7 @@ macro_rules! select_decisions {
         concat!(
             "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam, ",
             "explicit, matched_rules, reasons, decision, policy_version, action, action_status, ",
-            "dry_run, worker, received_at, decided_at from decisions",
+            "dry_run, worker, received_at, decided_at, action_result, alert_status from decisions",
             $rest
         )
     };
@@ -379,25 +379,131 @@ impl Store {
         .await?))
     }
 
+    /// A user's standing for the policy at `now`: strikes not expired or cleared, timed bans
+    /// chatguard gave before, and whether a ban (ours or a moderator's) is in force.
+    pub async fn user_standing(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, i64, bool), StoreError> {
+        Ok(on_pool!(&self.reads, pool => {
+            let (strikes,): (i64,) = sqlx::query_as(
+                "select count(*) from strikes where user_id = $1 and expires_at > $2 and cleared_at is null",
+            )
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            let (bans, active): (i64, i64) = sqlx::query_as(
+                "select
+                     coalesce(sum(case when source = 'chatguard' then 1 else 0 end), 0),
+                     coalesce(sum(case when lifted_at is null and (until is null or until > $2) then 1 else 0 end), 0)
+                 from bans where user_id = $1",
+            )
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            (strikes, bans, active > 0)
+        }))
+    }
+
+    /// Keeps ban state in step with Stream: a `user.banned` event records a ban from outside
+    /// chatguard (unless ours is already in force); `user.unbanned` lifts every ban in force.
+    pub async fn record_ban_event(
+        &self,
+        user_id: &str,
+        banned: bool,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => {
+            if banned {
+                sqlx::query(
+                    "insert into bans (user_id, source, reason, started_at, until)
+                     select $1, 'stream', $2, $3, $4
+                     where not exists (select 1 from bans where user_id = $1 and lifted_at is null
+                                       and (until is null or until > $3))",
+                )
+                .bind(user_id)
+                .bind(reason)
+                .bind(at)
+                .bind(until)
+                .execute(pool)
+                .await?;
+            } else {
+                sqlx::query("update bans set lifted_at = $2 where user_id = $1 and lifted_at is null")
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(pool)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records what a decision did on Stream.
+    pub async fn record_action_outcome(
+        &self,
+        decision_id: i64,
+        action_status: &str,
+        action_result: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => {
+            sqlx::query("update decisions set action_status = $2, action_result = $3 where id = $1")
+                .bind(decision_id)
+                .bind(action_status)
+                .bind(action_result)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records how the e-mail digest holding these decisions went.
+    pub async fn record_alert_outcome(
+        &self,
+        decision_ids: &[i64],
+        alert_status: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for id in decision_ids {
+                sqlx::query("update decisions set alert_status = $2 where id = $1")
+                    .bind(id)
+                    .bind(alert_status)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Records successful jobs in one transaction: each decision is stored, its attempt counted
     /// and its event marked decided (or processed). Per outcome, true when it was new; a re-run
     /// job whose event already has a decision gets false and changes nothing.
     #[tracing::instrument(skip_all, fields(outcomes = outcomes.len()))]
-    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
+    pub async fn record_outcomes(
+        &self,
+        outcomes: &[Outcome],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let now = Utc::now();
         let mut out = Vec::with_capacity(outcomes.len());
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             for outcome in outcomes {
                 let (event_id, new_status, inserted) = match outcome {
-                    Outcome::Processed { event_id } => (*event_id, status::PROCESSED, true),
+                    Outcome::Processed { event_id } => (*event_id, status::PROCESSED, Some(0)),
                     Outcome::Decided(d) => {
-                        let inserted = sqlx::query(
+                        let inserted: Option<i64> = sqlx::query_scalar(
                             "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
                                  toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
                                  action_status, dry_run, worker, received_at, decided_at, fingerprint)
                              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-                             on conflict (event_id) do nothing",
+                             on conflict (event_id) do nothing
+                             returning id",
                         )
                         .bind(d.event_id)
                         .bind(&d.webhook_id)
@@ -420,14 +526,39 @@ impl Store {
                         .bind(d.received_at)
                         .bind(now)
                         .bind(d.fingerprint)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                            == 1;
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let (Some(id), Some(user)) = (inserted, d.user_id.as_deref()) {
+                            if let Some(expires_at) = d.strike_expires_at {
+                                sqlx::query(
+                                    "insert into strikes (user_id, decision_id, created_at, expires_at)
+                                     values ($1, $2, $3, $4)",
+                                )
+                                .bind(user)
+                                .bind(id)
+                                .bind(now)
+                                .bind(expires_at)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            if let Some((until, reason)) = &d.ban {
+                                sqlx::query(
+                                    "insert into bans (user_id, source, decision_id, reason, started_at, until)
+                                     values ($1, 'chatguard', $2, $3, $4, $5)",
+                                )
+                                .bind(user)
+                                .bind(id)
+                                .bind(reason)
+                                .bind(now)
+                                .bind(*until)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                        }
                         (d.event_id, status::DECIDED, inserted)
                     }
                 };
-                if inserted {
+                if inserted.is_some() {
                     sqlx::query("update events set status = $2, attempts = attempts + 1, updated_at = $3 where id = $1")
                         .bind(event_id)
                         .bind(new_status)

@@ -67,6 +67,10 @@ pub struct NewDecision {
     pub received_at: DateTime<Utc>,
     /// Fingerprint of the normalised text, for repeat detection.
     pub fingerprint: Option<i64>,
+    /// Set when the decision is a strike: when it stops counting.
+    pub strike_expires_at: Option<DateTime<Utc>>,
+    /// Set when the decision bans: until when (`None`: permanent), and why.
+    pub ban: Option<(Option<DateTime<Utc>>, String)>,
 }
 
 /// How a successful job ended.
@@ -102,6 +106,10 @@ pub struct DecisionRow {
     pub worker: String,
     pub received_at: DateTime<Utc>,
     pub decided_at: DateTime<Utc>,
+    /// What each step did on Stream (JSON), once carried out.
+    pub action_result: Option<String>,
+    /// How the e-mail digest holding this decision went.
+    pub alert_status: Option<String>,
 }
 
 impl DecisionRow {
@@ -125,6 +133,8 @@ impl DecisionRow {
             "policy_version": self.policy_version,
             "action": parse(&self.action),
             "action_status": self.action_status,
+            "action_result": self.action_result.as_deref().map(parse),
+            "alert_status": self.alert_status,
             "dry_run": self.dry_run,
             "worker": self.worker,
             "received_at": self.received_at,

@@ -129,6 +129,10 @@ pub fn config(db_url: &str, extra: &[(&str, &str)]) -> Config {
         ("CHATGUARD_QUEUE__RETRY_BASE_SECS", "1"),
         ("CHATGUARD_QUEUE__HEARTBEAT_SECS", "1"),
         ("CHATGUARD_DATABASE__MAX_CONNECTIONS", "5"),
+        // Stream is unreachable unless a test points STREAM_BASE_URL at its stand-in: a refused
+        // connection fails at once, without retries.
+        ("STREAM_BASE_URL", "http://127.0.0.1:9"),
+        ("CHATGUARD_STREAM__MAX_RETRIES", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

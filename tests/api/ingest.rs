@@ -1,6 +1,7 @@
 //! `POST /webhooks/stream` over loopback HTTP, on both backends.
 
 use std::io::Write;
+use std::time::Duration;
 
 use chatguard::cli::replay;
 use flate2::Compression;
@@ -26,7 +27,16 @@ async fn event_count(app: &TestApp) -> i64 {
 }
 
 async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
-    let app = TestApp::spawn(config(&db.url, &[])).await;
+    let stream = crate::stream_standin::StreamStandin::start(API_KEY, SECRET).await;
+    let base = stream.base_url();
+    let app = TestApp::spawn(config(
+        &db.url,
+        &[
+            ("STREAM_BASE_URL", base.as_str()),
+            ("CHATGUARD_STREAM__MAX_RETRIES", "2"),
+        ],
+    ))
+    .await;
     let files = replay::collect_files(&[fixtures_dir()]).unwrap();
     assert!(files.len() >= 13, "fixtures: {files:?}");
     let url = format!("{}/webhooks/stream", app.url);
@@ -102,7 +112,30 @@ async fn every_fixture_is_decided_as_expected(db: &TestDb, _: Backend) {
                         assert!(s < e && e as usize <= d.text.len(), "{file}: {r}");
                     }
                 }
-                assert_eq!(d.action_status, "pending", "{file}");
+                // Carried out on the Stream stand-in: a delete for a block, a flag for a flag.
+                let store = app.store().clone();
+                let id = d.id;
+                let event_id = event.id;
+                let status = eventually(Duration::from_secs(10), "the action outcome", || {
+                    let store = store.clone();
+                    async move {
+                        let d = store.decision_for_event(event_id).await.ok()??;
+                        (d.action_status != "pending").then_some(d.action_status)
+                    }
+                })
+                .await;
+                assert_eq!(status, "done", "{file} (decision {id})");
+                let message_id = d.message_id.clone().unwrap();
+                let op = if decision == "flag" {
+                    "flag"
+                } else {
+                    &message_id
+                };
+                assert!(
+                    stream.calls().iter().any(|c| c.path.contains(op)),
+                    "{file}: {:?}",
+                    stream.calls().iter().map(|c| &c.path).collect::<Vec<_>>()
+                );
             }
             None => {
                 assert_eq!(d.matched_rules, "[]", "{file}");

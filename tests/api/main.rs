@@ -5,9 +5,12 @@ mod helpers;
 mod smtp_sink;
 mod stream_standin;
 
+mod actions;
+mod before_send;
 mod cli;
 mod email;
 mod engine;
+mod executor;
 mod ingest;
 mod pipeline;
 mod stream_client;
