@@ -274,3 +274,137 @@ async fn stream_down_is_retried_then_recorded_as_failed_and_nothing_is_lost() {
     s.app.stop().await;
     db.cleanup().await;
 }
+
+fn ban_event(kind: &str, user_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "type": kind,
+        "user": {"id": user_id, "role": "user"},
+        "created_by": {"id": "mod_jen", "role": "admin"},
+        "reason": "spamming",
+        "created_at": chrono::Utc::now().to_rfc3339(),
+    }))
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_from_stream_keep_the_users_state_right() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db, &[]).await;
+    let user = "u-banned";
+    // Two strikes, then a moderator bans the user on Stream (permanent: no expiration).
+    for i in 0..2 {
+        let id = format!("b{i}");
+        s.post(
+            &id,
+            &message_new(&format!("m-b{i}"), user, "kys you worthless idiot"),
+        )
+        .await;
+        s.acted(&id).await;
+    }
+    s.post("ban", &ban_event("user.banned", user)).await;
+    wait_settled(s.app.store()).await;
+    let (_, _, banned) = s
+        .app
+        .store()
+        .user_standing(user, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(banned);
+    // A third strike while banned: blocked, no second ban.
+    s.post("b2", &message_new("m-b2", user, "kys you worthless idiot"))
+        .await;
+    let third = s.acted("b2").await;
+    assert_eq!(third.decision, "block", "{third:?}");
+    assert!(s.stream.calls_to("/moderation/ban").is_empty());
+    // Unbanned on Stream: the next strike bans again (chatguard's first ban: 60 min).
+    s.post("unban", &ban_event("user.unbanned", user)).await;
+    wait_settled(s.app.store()).await;
+    s.post("b3", &message_new("m-b3", user, "kys you worthless idiot"))
+        .await;
+    let fourth = s.acted("b3").await;
+    assert_eq!(fourth.decision, "ban", "{fourth:?}");
+    assert_eq!(
+        s.stream.ban(user, None).and_then(|b| b.timeout_minutes),
+        Some(60)
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_deletes_and_bot_messages_are_left_alone() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db, &[]).await;
+    let deleted = serde_json::to_vec(&serde_json::json!({
+        "type": "message.deleted",
+        "cid": "messaging:general",
+        "message": {"id": "m-x", "text": "kys", "user": {"id": "someone"}},
+        "user": {"id": "chatguard-bot", "role": "admin"},
+        "hard_delete": true,
+    }))
+    .unwrap();
+    let r = s.app.post_webhook(&deleted, "own-1").await;
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "own"
+    );
+    let bot = message_by("m-bot", "chatguard-bot", "admin", "kys you worthless idiot");
+    let r = s.app.post_webhook(&bot, "own-2").await;
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "own"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.stream.calls().is_empty(), "{:?}", s.stream.calls());
+    assert_eq!(s.app.store().count_decisions().await.unwrap(), 0);
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+/// Latency from the webhook's arrival to the Stream call it causes, at a steady rate.
+/// `cargo test --release --test api actions::action_latency -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release"]
+async fn action_latency_at_a_steady_rate() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db, &[]).await;
+    let (rate, seconds) = (100u64, 10u64);
+    let mut sent = Vec::new();
+    let start = std::time::Instant::now();
+    for i in 0..rate * seconds {
+        let due = start + Duration::from_micros(i * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let id = format!("lat-{i}");
+        let body = message_new(
+            &format!("m-lat-{i}"),
+            &format!("u-lat-{i}"),
+            "kys you worthless idiot",
+        );
+        let t = std::time::Instant::now();
+        s.post(&id, &body).await;
+        sent.push((format!("/messages/m-lat-{i}"), t));
+    }
+    wait_settled(s.app.store()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = s.stream.calls();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(path, t)| {
+            calls
+                .iter()
+                .find(|c| &c.path == path)
+                .map(|c| c.instant.duration_since(*t).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    assert_eq!(lat.len(), sent.len(), "every message was deleted");
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    eprintln!(
+        "webhook → Stream delete at {rate}/s for {seconds} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
