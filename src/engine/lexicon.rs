@@ -191,22 +191,12 @@ impl Lexicon {
                 at = m.start() + 1;
                 continue;
             };
-            let term = self.pattern_term[m.pattern().as_usize()];
-            if term != ALLOWED {
-                let severities = &self.severities[term as usize];
-                for category in Category::ALL {
-                    let severity = severities[category_slot(category)];
-                    if severity > 0 {
-                        out.push(TermHit {
-                            term,
-                            category,
-                            severity,
-                            start: m.start(),
-                            end: word_end,
-                        });
-                    }
-                }
-            }
+            self.push_hits(
+                self.pattern_term[m.pattern().as_usize()],
+                m.start(),
+                word_end,
+                out,
+            );
             at = word_end;
         }
     }
@@ -229,23 +219,35 @@ impl Lexicon {
             let Ok(Some(m)) = self.automaton.try_find(input) else {
                 break;
             };
-            let term = self.pattern_term[m.pattern().as_usize()];
-            if term != ALLOWED && m.len() >= 4 {
-                let severities = &self.severities[term as usize];
-                for category in Category::ALL {
-                    let severity = severities[category_slot(category)];
-                    if severity > 0 {
-                        out.push(TermHit {
-                            term,
-                            category,
-                            severity,
-                            start: m.start(),
-                            end: m.end(),
-                        });
-                    }
-                }
+            if m.len() >= 4 {
+                self.push_hits(
+                    self.pattern_term[m.pattern().as_usize()],
+                    m.start(),
+                    m.end(),
+                    out,
+                );
             }
             at = m.end().max(at + 1);
+        }
+    }
+
+    /// One hit per category the term is listed in (none for an allowed word).
+    fn push_hits(&self, term: u32, start: usize, end: usize, out: &mut Vec<TermHit>) {
+        if term == ALLOWED {
+            return;
+        }
+        let severities = &self.severities[term as usize];
+        for category in Category::ALL {
+            let severity = severities[category_slot(category)];
+            if severity > 0 {
+                out.push(TermHit {
+                    term,
+                    category,
+                    severity,
+                    start,
+                    end,
+                });
+            }
         }
     }
 
