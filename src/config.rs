@@ -47,6 +47,15 @@ pub struct Config {
     pub actions: ActionsSettings,
     pub alerts: crate::actions::email::AlertsConfig,
     pub before_send: BeforeSendConfig,
+    pub review: ReviewSettings,
+}
+
+/// The moderators' review queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Open review items for blocks and bans too (flags always open one).
+    pub include_blocks: bool,
 }
 
 /// What decisions do on Stream, besides the policy.

@@ -2,7 +2,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use chatguard::app::{App, DEV_SECRET_SETTING, Services};
-use chatguard::cli::{Cli, Command, DeadLetterAction, replay};
+use chatguard::cli::{Cli, Command, DeadLetterAction, TokenAction, replay};
 use chatguard::config::{Config, DEV_API_KEY};
 use chatguard::reload::Loaded;
 use chatguard::store::Store;
@@ -69,6 +69,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 path.display(),
                 started.elapsed().as_secs_f32()
             );
+        }
+        Command::Token { action } => {
+            let services = Services::start(config).await?;
+            let store = &services.store;
+            let now = chrono::Utc::now();
+            match action {
+                TokenAction::Create { name, role } => {
+                    let role: chatguard::store::Role = role
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+                    let name = name.trim();
+                    if name.is_empty() {
+                        bail!("--name must not be empty");
+                    }
+                    let Some((row, secret)) = store.create_token(name, role, now).await? else {
+                        bail!(
+                            "a token named {name:?} exists already; revoke it or pick another name"
+                        );
+                    };
+                    println!("{secret}");
+                    eprintln!(
+                        "token {:?} ({}) created; the secret above is shown only once",
+                        row.name,
+                        role.as_str()
+                    );
+                }
+                TokenAction::List { json } => {
+                    for t in store.list_tokens().await? {
+                        if json {
+                            println!("{}", serde_json::to_string(&t)?);
+                        } else {
+                            println!(
+                                "{:<24} {:<9} created {}{}",
+                                t.name,
+                                t.role,
+                                t.created_at.format("%Y-%m-%d %H:%M"),
+                                t.revoked_at
+                                    .map(|r| format!(", revoked {}", r.format("%Y-%m-%d %H:%M")))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                TokenAction::Revoke { name } => match store.revoke_token(&name, now).await {
+                    Ok(true) => println!("token {name:?} revoked"),
+                    Ok(false) => println!("token {name:?} was already revoked"),
+                    Err(chatguard::store::StoreError::NotFound) => {
+                        bail!("no token named {name:?}")
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+            services.store.close().await;
         }
         Command::Migrate => {
             Services::start(config).await?;

@@ -63,6 +63,33 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train the model from the labelled sets and write rules/models/chatguard.model.
     Train(TrainArgs),
+    /// Create, list or revoke the bearer tokens of the moderators' review API.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; its secret is printed once (only a hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer (reads), moderator (also claims and resolves), admin (also tokens and audit).
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

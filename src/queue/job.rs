@@ -19,7 +19,9 @@ use crate::engine::{Activity, Engine, ScoreContext, Scorer};
 use crate::group_commit::{GroupCommit, GroupCommitError};
 use crate::policy::PolicyContext;
 use crate::reload::RulesHandle;
-use crate::store::{Attempt, EventRow, NewDecision, Outcome, Store, StoreError, status};
+use crate::store::{
+    Attempt, EventRow, NewDecision, NewReviewItem, Outcome, Store, StoreError, status,
+};
 
 /// Most job outcomes one transaction records.
 const MAX_OUTCOMES: usize = 256;
@@ -362,6 +364,30 @@ impl JobContext {
             .await
         {
             tracing::error!(decision_id, error = %e, "could not record the action outcome");
+        }
+        let reviewed = verdict.decision == Decision::Flag
+            || (verdict.decision >= Decision::Block && self.config.review.include_blocks);
+        if let (true, Some(message_id)) = (reviewed, row.message_id.clone()) {
+            let item = NewReviewItem {
+                message_id,
+                decision_id,
+                decision: verdict.decision.as_str().to_owned(),
+                scores: assessment.scores,
+                text: text.to_owned(),
+                cid: row.cid.clone(),
+                user_id: row.user_id.clone(),
+                reasons: serde_json::to_string(&verdict.reasons)?,
+                rule_ids: assessment
+                    .matches
+                    .iter()
+                    .map(|m| m.rule_id.clone())
+                    .collect(),
+                action_status: status.to_owned(),
+                at: row.received_at,
+            };
+            if let Err(e) = self.store.open_review_item(&item).await {
+                tracing::error!(decision_id, error = %e, "could not open the review item");
+            }
         }
         if verdict.decision >= Decision::Block
             && !verdict.shadow

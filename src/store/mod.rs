@@ -16,6 +16,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 
+pub use review::{
+    AuditRow, ClaimOutcome, Cursor, CursorError, NewReviewItem, ReleaseOutcome, Resolution,
+    ResolveOutcome, ReviewFilter, ReviewItemRow, ReviewSort, ReviewStats, ReviewStatus, Role,
+    TokenRow, UpheldStats, hash_token, top_category,
+};
 pub use rows::{Attempt, DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent, Outcome};
 pub use sqlite::JobsWake;
 
@@ -100,6 +105,8 @@ macro_rules! insert_attempt {
             .await?;
     };
 }
+
+mod review;
 
 /// What [`Store::insert_events`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]

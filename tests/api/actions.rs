@@ -140,6 +140,16 @@ async fn a_borderline_message_is_flagged_only() {
     assert!(s.stream.messages_in(MODS).is_empty());
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(s.smtp.messages().is_empty(), "flags are not mailed");
+    // The flag opened a review item for moderators.
+    let (items, _) = s
+        .app
+        .store()
+        .list_review_items(&chatguard::store::ReviewFilter::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].message_id, "m-bl");
+    assert_eq!(items[0].decision_id, d.id);
     s.app.stop().await;
     db.cleanup().await;
 }

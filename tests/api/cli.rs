@@ -188,3 +188,58 @@ async fn replay_without_a_secret_uses_the_dry_run_secret_from_the_database() {
     assert!(out.contains("\t401\t"), "{out}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_created_once_listed_and_revoked() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let token = |args: &[&str]| {
+        run(bin()
+            .arg("token")
+            .args(args)
+            .env("CHATGUARD_DATABASE_URL", &db.url))
+    };
+    let (ok, secret, err) = token(&["create", "--name", "alice", "--role", "moderator"]);
+    assert!(ok, "{err}");
+    let secret = secret.trim().to_owned();
+    assert!(secret.starts_with("cg_") && secret.len() > 40, "{secret}");
+    assert!(err.contains("shown only once"), "{err}");
+    // Only a hash is stored, and it finds the token.
+    let store = chatguard::store::Store::connect(&db.url, 1).await.unwrap();
+    let row = store
+        .token_by_hash(&chatguard::store::hash_token(&secret), chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the token is found by its hash");
+    assert_eq!(
+        (row.name.as_str(), row.role.as_str()),
+        ("alice", "moderator")
+    );
+    assert_ne!(row.token_hash, secret);
+    store.close().await;
+
+    let (ok, _, err) = token(&["create", "--name", "alice", "--role", "viewer"]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = token(&["create", "--name", "bob", "--role", "root"]);
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    let (ok, out, err) = token(&["list"]);
+    assert!(
+        ok && out.contains("alice") && out.contains("moderator"),
+        "{out}{err}"
+    );
+    assert!(!out.contains(&secret));
+    let (ok, out, _) = token(&["revoke", "--name", "alice"]);
+    assert!(ok && out.contains("revoked"), "{out}");
+    let (ok, _, err) = token(&["revoke", "--name", "nobody"]);
+    assert!(!ok && err.contains("no token named"), "{err}");
+    let store = chatguard::store::Store::connect(&db.url, 1).await.unwrap();
+    assert!(
+        store
+            .token_by_hash(&chatguard::store::hash_token(&secret), chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a revoked token no longer authenticates"
+    );
+    store.close().await;
+    db.cleanup().await;
+}

@@ -13,4 +13,5 @@ mod engine;
 mod executor;
 mod ingest;
 mod pipeline;
+mod review_store;
 mod stream_client;
