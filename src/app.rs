@@ -117,15 +117,21 @@ impl Services {
             .await?)
     }
 
-    pub fn job_context(&self) -> Result<Arc<JobContext>, StartError> {
+    /// The Stream client, or None in dry-run (no credentials).
+    pub fn stream_client(&self) -> Result<Option<StreamClient>, StartError> {
         let config = &self.config;
-        let client = match config.stream_apps().into_iter().next() {
-            Some(app) if !config.dry_run() => Some(
+        match config.stream_apps().into_iter().next() {
+            Some(app) if !config.dry_run() => Ok(Some(
                 StreamClient::new(&app.api_key, &app.api_secret, &config.stream_client())
                     .map_err(|e| StartError::Actions(e.to_string()))?,
-            ),
-            _ => None,
-        };
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// The executor that carries decisions out on Stream.
+    pub fn executor(&self) -> Result<Arc<Executor>, StartError> {
+        let config = &self.config;
         let actions = ActionsConfig {
             delete: if config.actions.delete == "soft" {
                 DeleteMode::Soft
@@ -135,7 +141,16 @@ impl Services {
             notify_on_flag: config.actions.notify_on_flag,
             moderation_channel: config.moderation_channel().map(str::to_owned),
         };
-        let executor = Executor::new(client, actions, config.stream.bot_user_id.clone());
+        Ok(Arc::new(Executor::new(
+            self.stream_client()?,
+            actions,
+            config.stream.bot_user_id.clone(),
+        )))
+    }
+
+    pub fn job_context(&self) -> Result<Arc<JobContext>, StartError> {
+        let config = &self.config;
+        let executor = self.executor()?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DigestOutcome>();
         let mailer = AlertMailer::start(&config.alerts, Some(tx))
             .map_err(|e| StartError::Actions(e.to_string()))?;
@@ -160,7 +175,7 @@ impl Services {
             self.rules.clone(),
             self.config.clone(),
             queue::worker_name(),
-            Arc::new(executor),
+            executor,
             mailer,
         )))
     }
@@ -184,7 +199,7 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let router = router(&services, services.webhook_secrets().await?);
+        let router = router(&services, services.webhook_secrets().await?)?;
         Ok(Self {
             services,
             listener: Some(listener),
@@ -276,7 +291,10 @@ impl App {
     }
 }
 
-fn router(services: &Services, secrets: HashMap<String, SecretString>) -> Router {
+fn router(
+    services: &Services,
+    secrets: HashMap<String, SecretString>,
+) -> Result<Router, StartError> {
     let config = &services.config;
     let writer = ingest::EventWriter::spawn(services.store.clone(), services.queue.clone());
     let secrets = Arc::new(secrets);
@@ -300,10 +318,16 @@ fn router(services: &Services, secrets: HashMap<String, SecretString>) -> Router
         store: services.store.clone(),
         queue: services.queue.clone(),
     });
-    ingest
+    let review = api::review::router(api::review::ReviewState {
+        store: services.store.clone(),
+        config: services.config.clone(),
+        stream: services.stream_client()?,
+    });
+    Ok(ingest
         .merge(before_send)
         .merge(ops)
+        .merge(review)
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))
 }

@@ -1,5 +1,8 @@
 //! Operational endpoints: `GET /healthz`, `GET /readyz` (database reachable), `GET /metrics`.
-//! The moderators' review-queue API arrives in a later release under `/api/v1/`.
+//! The moderators' review-queue API lives under `/api/v1/` ([`review`], authenticated by [`auth`]).
+
+pub mod auth;
+pub mod review;
 
 use std::sync::Arc;
 

@@ -590,6 +590,48 @@ impl Store {
         .await?))
     }
 
+    pub async fn decision_by_id(&self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        Ok(
+            on_pool!(&self.reads, pool => sqlx::query_as(select_decisions!(" where id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?),
+        )
+    }
+
+    /// A user's latest decisions, newest first.
+    pub async fn decisions_for_user(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
+            select_decisions!(" where user_id = $1 order by id desc limit $2"),
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Clears the strike a decision gave (a moderator found the message fine). True if one was
+    /// active.
+    pub async fn clear_strike(
+        &self,
+        decision_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query(
+            "update strikes set cleared_at = $2 where decision_id = $1 and cleared_at is null",
+        )
+        .bind(decision_id)
+        .bind(at)
+        .execute(pool)
+        .await?
+        .rows_affected())
+            > 0)
+    }
+
     pub async fn decision_for_event(
         &self,
         event_id: i64,

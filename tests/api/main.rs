@@ -13,5 +13,6 @@ mod engine;
 mod executor;
 mod ingest;
 mod pipeline;
+mod review_api;
 mod review_store;
 mod stream_client;

@@ -1,0 +1,586 @@
+//! The review API over loopback: bearer tokens and roles, the JSON error shape, listing with
+//! filters and cursors, exclusive claims, and resolutions carried out once on the Stream stand-in.
+
+use std::time::Duration;
+
+use chatguard::store::{ReviewFilter, Role};
+use chrono::Utc;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::stream_standin::StreamStandin;
+
+struct Stack {
+    app: TestApp,
+    stream: StreamStandin,
+}
+
+async fn stack(db: &TestDb) -> Stack {
+    let stream = StreamStandin::start(API_KEY, SECRET).await;
+    let base = stream.base_url();
+    let app = TestApp::spawn(config(&db.url, &[("STREAM_BASE_URL", base.as_str())])).await;
+    Stack { app, stream }
+}
+
+impl Stack {
+    /// A token's secret.
+    async fn token(&self, name: &str, role: Role) -> String {
+        let (_, secret) = self
+            .app
+            .store()
+            .create_token(name, role, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        secret
+    }
+
+    /// Posts a borderline message and returns the id of the review item its flag opens.
+    async fn item(&self, message_id: &str, user_id: &str) -> i64 {
+        let r = self
+            .app
+            .post_webhook(
+                &message_new(message_id, user_id, "what an idiot"),
+                &format!("w-{message_id}"),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        self.item_of(user_id).await
+    }
+
+    /// The id of the user's review item, once the worker has opened it.
+    async fn item_of(&self, user_id: &str) -> i64 {
+        let store = self.app.store().clone();
+        let user = user_id.to_owned();
+        eventually(Duration::from_secs(20), "the review item", move || {
+            let store = store.clone();
+            let filter = ReviewFilter {
+                user_id: Some(user.clone()),
+                ..ReviewFilter::default()
+            };
+            async move {
+                let (items, _) = store.list_review_items(&filter, 10, None).await.ok()?;
+                items.first().map(|i| i.id)
+            }
+        })
+        .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .app
+            .client
+            .request(method, format!("{}/api/v1{path}", self.app.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+}
+
+fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{:?}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        got.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_tokens_roles_ids_and_input() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let id = s.item("m-auth", "u-auth").await;
+    let viewer = s.token("vera", Role::Viewer).await;
+    let moderator = s.token("mo", Role::Moderator).await;
+    let revoked = s.token("old", Role::Admin).await;
+    assert!(s.app.store().revoke_token("old", Utc::now()).await.unwrap());
+
+    let reads = ["/review-items".to_owned(), format!("/review-items/{id}")];
+    let writes = ["claim", "release", "resolve"].map(|w| format!("/review-items/{id}/{w}"));
+    let resolve = json!({"resolution": "dismiss"});
+    for path in &reads {
+        assert_error(&s.get(path, None).await, 401, "unauthorized");
+        assert_error(&s.get(path, Some(&revoked)).await, 401, "unauthorized");
+        assert_error(
+            &s.get(path, Some("cg_not_a_token")).await,
+            401,
+            "unauthorized",
+        );
+        assert_eq!(s.get(path, Some(&viewer)).await.0, 200, "{path}");
+    }
+    for path in &writes {
+        assert_error(
+            &s.post(path, None, resolve.clone()).await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &s.post(path, Some(&revoked), resolve.clone()).await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &s.post(path, Some(&viewer), resolve.clone()).await,
+            403,
+            "forbidden",
+        );
+    }
+    // A malformed header is as good as none.
+    let res = s
+        .app
+        .client
+        .get(format!("{}/api/v1/review-items", s.app.url))
+        .header("authorization", format!("Token {moderator}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    for path in ["/review-items/999999", "/review-items/999999/claim"] {
+        let got = if path.ends_with("claim") {
+            s.post(path, Some(&moderator), json!({})).await
+        } else {
+            s.get(path, Some(&moderator)).await
+        };
+        assert_error(&got, 404, "not_found");
+    }
+    assert_error(
+        &s.post(
+            "/review-items/999999/resolve",
+            Some(&moderator),
+            resolve.clone(),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/review-items/abc", Some(&viewer)).await,
+        400,
+        "bad_request",
+    );
+    for query in [
+        "cursor=zz",
+        "sort=loudest",
+        "limit=0",
+        "limit=201",
+        "min_score=2",
+        "created_after=yesterday",
+        "status=maybe",
+        "colour=red",
+    ] {
+        let got = s
+            .get(&format!("/review-items?{query}"), Some(&viewer))
+            .await;
+        assert_error(&got, 400, "bad_request");
+    }
+    // A cursor from one order does not fit another.
+    let ids: Vec<i64> = vec![id, s.item("m-auth2", "u-auth2").await];
+    assert_eq!(ids.len(), 2);
+    let page = s.get("/review-items?limit=1", Some(&viewer)).await.1;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    assert_error(
+        &s.get(
+            &format!("/review-items?sort=score&cursor={cursor}"),
+            Some(&viewer),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    for body in [
+        json!({"resolution": "burn"}),
+        json!({"note": "no resolution"}),
+        json!({"resolution": "ban", "ban_timeout_minutes": 0}),
+    ] {
+        let got = s
+            .post(
+                &format!("/review-items/{id}/resolve"),
+                Some(&moderator),
+                body,
+            )
+            .await;
+        assert_error(&got, 400, "bad_request");
+    }
+    // None of the refused requests changed the item.
+    assert_eq!(
+        s.app.store().get_review_item(id).await.unwrap().status,
+        "open"
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_filters_and_pages_with_a_cursor() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let viewer = s.token("vera", Role::Viewer).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(s.item(&format!("m-l{i}"), &format!("u-l{i}")).await);
+    }
+
+    let (status, one) = s.get("/review-items?user=u-l1", Some(&viewer)).await;
+    assert_eq!(status, 200);
+    let items = one["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{one}");
+    assert_eq!(items[0]["id"], ids[1]);
+    assert_eq!(items[0]["user_id"], "u-l1");
+    assert!(one["next_cursor"].is_null());
+
+    let none = s
+        .get(
+            "/review-items?status=resolved&channel=messaging:general",
+            Some(&viewer),
+        )
+        .await
+        .1;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let future = s
+        .get(
+            "/review-items?created_after=2999-01-01T00:00:00Z",
+            Some(&viewer),
+        )
+        .await
+        .1;
+    assert_eq!(future["items"].as_array().unwrap().len(), 0);
+
+    let mut seen = Vec::new();
+    let mut path = "/review-items?sort=oldest&limit=2&status=open".to_owned();
+    loop {
+        let (status, page) = s.get(&path, Some(&viewer)).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| i["id"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/review-items?sort=oldest&limit=2&status=open&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "oldest first, each once");
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_racing_claims_wins_and_claims_are_audited() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let id = s.item("m-race", "u-race").await;
+    let ann = s.token("ann", Role::Moderator).await;
+    let bob = s.token("bob", Role::Admin).await;
+    let path = format!("/review-items/{id}/claim");
+    let (a, b) = tokio::join!(
+        s.post(&path, Some(&ann), json!({})),
+        s.post(&path, Some(&bob), json!({}))
+    );
+    let (winner, loser, loser_token) = match (a.0.as_u16(), b.0.as_u16()) {
+        (200, 409) => ("ann", b, &bob),
+        (409, 200) => ("bob", a, &ann),
+        other => panic!("expected one 200 and one 409, got {other:?}"),
+    };
+    assert_error(&loser, 409, "conflict");
+    assert!(
+        loser.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(winner),
+        "{:?}",
+        loser.1
+    );
+    // The loser can neither release nor resolve while the claim holds.
+    assert_error(
+        &s.post(
+            &format!("/review-items/{id}/release"),
+            Some(loser_token),
+            json!({}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    assert_error(
+        &s.post(
+            &format!("/review-items/{id}/resolve"),
+            Some(loser_token),
+            json!({"resolution": "dismiss"}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    let item = s.app.store().get_review_item(id).await.unwrap();
+    assert_eq!(item.claimed_by.as_deref(), Some(winner));
+
+    let winner_token = if winner == "ann" { &ann } else { &bob };
+    let (status, released) = s
+        .post(
+            &format!("/review-items/{id}/release"),
+            Some(winner_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{released}");
+    assert_eq!(released["item"]["status"], "open");
+    assert!(released["item"]["claimed_by"].is_null());
+
+    let audit = s.app.store().list_audit(50, None).await.unwrap();
+    let claims: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "review_item.claim")
+        .collect();
+    assert_eq!(claims.len(), 1, "only the winning claim: {audit:?}");
+    assert_eq!(claims[0].actor, winner);
+    assert_eq!(claims[0].target, format!("review_item:{id}"));
+    let after: Value = serde_json::from_str(claims[0].after.as_deref().unwrap()).unwrap();
+    assert_eq!(after["claimed_by"], winner);
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "review_item.release" && a.actor == winner)
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+async fn a_repeated_remove_deletes_once(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
+    let id = s.item("m-rm", "u-rm").await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let viewer = s.token("vera", Role::Viewer).await;
+
+    let (status, shown) = s.get(&format!("/review-items/{id}"), Some(&viewer)).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["item"]["id"], id);
+    assert_eq!(shown["decision"]["decision"], "flag", "{shown}");
+    let history = shown["history"].as_array().unwrap();
+    assert!(!history.is_empty());
+    assert!(history.iter().all(|d| d["user_id"] == "u-rm"), "{shown}");
+
+    let path = format!("/review-items/{id}/resolve");
+    let body = json!({"resolution": "remove", "note": "slur", "hard": true});
+    let (first, second) = (
+        s.post(&path, Some(&mo), body.clone()).await,
+        s.post(&path, Some(&mo), body.clone()).await,
+    );
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["already_resolved"], false);
+    assert_eq!(first.1["outcome"]["status"], "ok", "{}", first.1);
+    assert_eq!(first.1["item"]["resolution"], "remove");
+    assert_eq!(first.1["item"]["note"], "slur");
+    assert_eq!(second.0, 200, "{}", second.1);
+    assert_eq!(second.1["already_resolved"], true);
+    assert_eq!(second.1["item"], first.1["item"]);
+
+    let deletes: Vec<_> = s
+        .stream
+        .calls_to("/messages/m-rm")
+        .into_iter()
+        .filter(|c| c.method == Method::DELETE)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].query_param("hard"), Some("true"));
+
+    let resolves: Vec<_> = s
+        .app
+        .store()
+        .list_audit(50, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "review_item.resolve")
+        .collect();
+    assert_eq!(resolves.len(), 1, "{resolves:?}");
+    assert_eq!(resolves[0].actor, "mo");
+    let after: Value = serde_json::from_str(resolves[0].after.as_deref().unwrap()).unwrap();
+    assert_eq!(after["outcome"]["status"], "ok");
+    assert_eq!(after["item"]["status"], "resolved");
+    let before: Value = serde_json::from_str(resolves[0].before.as_deref().unwrap()).unwrap();
+    assert_eq!(before["status"], "open");
+    s.app.stop().await;
+}
+both_backends!(repeated_remove, a_repeated_remove_deletes_once);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_unflags_ban_bans_and_dismiss_calls_nothing() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let ok = s.item("m-ok", "u-ok").await;
+    let bad = s.item("m-ban", "u-ban").await;
+    let meh = s.item("m-meh", "u-meh").await;
+    s.stream.clear_calls();
+
+    let (status, approved) = s
+        .post(
+            &format!("/review-items/{ok}/resolve"),
+            Some(&mo),
+            json!({"resolution": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["outcome"]["calls"], json!(["unflag_message"]));
+    let unflags = s.stream.calls_to("unflag");
+    assert_eq!(unflags.len(), 1);
+    assert_eq!(
+        unflags[0].body.as_ref().unwrap()["target_message_id"],
+        "m-ok"
+    );
+
+    let (status, banned) = s
+        .post(
+            &format!("/review-items/{bad}/resolve"),
+            Some(&mo),
+            json!({"resolution": "ban", "ban_timeout_minutes": 60, "reason": "abuse"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{banned}");
+    let ban = s.stream.ban("u-ban", None).expect("a ban on the stand-in");
+    assert_eq!(ban.reason.as_deref(), Some("abuse"));
+    assert_eq!(ban.timeout_minutes, Some(60));
+    assert!(s.stream.calls_to("/messages/m-ban").is_empty());
+
+    let before = s.stream.calls().len();
+    let (status, dismissed) = s
+        .post(
+            &format!("/review-items/{meh}/resolve"),
+            Some(&mo),
+            json!({"resolution": "dismiss", "note": "fine"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{dismissed}");
+    assert_eq!(dismissed["outcome"]["calls"], json!([]));
+    assert_eq!(s.stream.calls().len(), before);
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_resolves_without_calling_stream() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stream = StreamStandin::start(API_KEY, SECRET).await;
+    let base = stream.base_url();
+    let env: Vec<(String, String)> = [
+        ("CHATGUARD_DATABASE_URL", db.url.as_str()),
+        ("CHATGUARD_LISTEN", "127.0.0.1:0"),
+        ("STREAM_BASE_URL", base.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "CHATGUARD_RULES".to_owned(),
+        rules_dir().display().to_string(),
+    )])
+    .collect();
+    let app = TestApp::spawn(chatguard::config::Config::load_from(None, env).unwrap()).await;
+    assert!(app.services.config.dry_run());
+    let secret = app.services.dev_secret().await.unwrap();
+    let body = message_new("m-dry", "u-dry", "what an idiot");
+    let r = app
+        .post_raw(
+            &body,
+            &body,
+            Some(chatguard::config::DEV_API_KEY),
+            Some(&secret),
+            Some("w-dry"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let s = Stack { app, stream };
+    let id = s.item_of("u-dry").await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let (status, got) = s
+        .post(
+            &format!("/review-items/{id}/resolve"),
+            Some(&mo),
+            json!({"resolution": "remove"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["outcome"]["status"], "skipped");
+    assert_eq!(got["item"]["status"], "resolved");
+    assert!(s.stream.calls().is_empty(), "{:?}", s.stream.calls());
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_blocked_message_clears_its_strike() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stream = StreamStandin::start(API_KEY, SECRET).await;
+    let base = stream.base_url();
+    let app = TestApp::spawn(config(
+        &db.url,
+        &[
+            ("STREAM_BASE_URL", base.as_str()),
+            ("CHATGUARD_REVIEW__INCLUDE_BLOCKS", "true"),
+        ],
+    ))
+    .await;
+    let s = Stack { app, stream };
+    let mo = s.token("mo", Role::Moderator).await;
+    let r = s
+        .app
+        .post_webhook(
+            &message_new("m-strike", "u-strike", "kys you worthless idiot"),
+            "w-strike",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = s.item_of("u-strike").await;
+    let strikes = || async {
+        s.app
+            .store()
+            .user_standing("u-strike", Utc::now())
+            .await
+            .unwrap()
+            .0
+    };
+    assert_eq!(strikes().await, 1, "the block is a strike");
+    let (status, body) = s
+        .post(
+            &format!("/review-items/{id}/resolve"),
+            Some(&mo),
+            json!({"resolution": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["strike_cleared"], true, "{body}");
+    assert_eq!(strikes().await, 0);
+    // The item page shows the decision and the user's history.
+    let (status, page) = s.get(&format!("/review-items/{id}"), Some(&mo)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["decision"]["message_id"], "m-strike", "{page}");
+    assert_eq!(page["history"].as_array().map(Vec::len), Some(1), "{page}");
+    s.app.stop().await;
+    db.cleanup().await;
+}
