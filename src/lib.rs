@@ -2,7 +2,7 @@
 //!
 //! A webhook flows through the modules in this order: [`ingest`] verifies and stores it, [`queue`]
 //! hands it to a worker, [`engine`] scores it, [`policy`] decides, [`actions`] says what is (or
-//! would be) done, [`store`] keeps the decision log, and [`api`] serves health and metrics.
+//! would be) done, [`store`] keeps the decision log, and [`api`] serves health, metrics and the moderators' review API.
 
 pub mod actions;
 pub mod api;

@@ -584,3 +584,361 @@ async fn approving_a_blocked_message_clears_its_strike() {
     s.app.stop().await;
     db.cleanup().await;
 }
+
+impl Stack {
+    async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    /// The export body's status, content type and lines.
+    async fn export(&self, query: &str, token: &str) -> (StatusCode, Option<String>, Vec<Value>) {
+        let res = self
+            .app
+            .client
+            .get(format!("{}/api/v1/export/labels?{query}", self.app.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = res.text().await.unwrap();
+        let lines = if status == 200 {
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (status, ctype, lines)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_routes_check_tokens_roles_ids_and_input() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let viewer = s.token("vera", Role::Viewer).await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let admin = s.token("ada", Role::Admin).await;
+
+    let bulk = json!({"ids": [1], "resolution": "dismiss"});
+    let gets = [
+        "/users/u-x",
+        "/decisions",
+        "/audit-log",
+        "/stats",
+        "/export/labels?since=2020-01-01T00:00:00Z",
+        "/tokens",
+    ];
+    for path in gets {
+        assert_error(&s.get(path, None).await, 401, "unauthorized");
+    }
+    for path in ["/review-items/bulk-resolve", "/users/u-x/unban", "/tokens"] {
+        assert_error(&s.post(path, None, bulk.clone()).await, 401, "unauthorized");
+    }
+    assert_error(&s.delete("/tokens/vera", None).await, 401, "unauthorized");
+
+    for path in ["/review-items/bulk-resolve", "/users/u-x/unban"] {
+        assert_error(
+            &s.post(path, Some(&viewer), bulk.clone()).await,
+            403,
+            "forbidden",
+        );
+    }
+    for path in ["/audit-log", "/tokens"] {
+        assert_error(&s.get(path, Some(&mo)).await, 403, "forbidden");
+    }
+    assert_error(
+        &s.post("/tokens", Some(&mo), json!({"name": "x", "role": "viewer"}))
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(&s.delete("/tokens/vera", Some(&mo)).await, 403, "forbidden");
+    for path in ["/decisions", "/stats"] {
+        assert_eq!(s.get(path, Some(&viewer)).await.0, 200, "{path}");
+    }
+
+    assert_error(
+        &s.get("/users/nobody", Some(&viewer)).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.delete("/tokens/nobody", Some(&admin)).await,
+        404,
+        "not_found",
+    );
+
+    let too_many: Vec<i64> = (1..=101).collect();
+    assert_error(
+        &s.post(
+            "/review-items/bulk-resolve",
+            Some(&mo),
+            json!({"ids": too_many, "resolution": "dismiss"}),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.post(
+            "/review-items/bulk-resolve",
+            Some(&mo),
+            json!({"ids": [1], "resolution": "shrug"}),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    for query in ["since=yesterday", "", "since=2020-01-01"] {
+        let (status, _, _) = s.export(query, &viewer).await;
+        assert_eq!(status, 400, "{query}");
+    }
+    for path in [
+        "/decisions?limit=0",
+        "/decisions?limit=201",
+        "/decisions?colour=red",
+    ] {
+        assert_error(&s.get(path, Some(&viewer)).await, 400, "bad_request");
+    }
+    for path in ["/audit-log?before_id=x", "/audit-log?limit=500"] {
+        assert_error(&s.get(path, Some(&admin)).await, 400, "bad_request");
+    }
+    for body in [
+        json!({"name": "bob", "role": "root"}),
+        json!({"name": " ", "role": "viewer"}),
+        json!({"name": "bob"}),
+    ] {
+        assert_error(
+            &s.post("/tokens", Some(&admin), body.clone()).await,
+            400,
+            "bad_request",
+        );
+    }
+    assert_error(
+        &s.post(
+            "/tokens",
+            Some(&admin),
+            json!({"name": "vera", "role": "viewer"}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_resolve_then_stats_export_and_decisions() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let other = s.token("other", Role::Moderator).await;
+    let viewer = s.token("vera", Role::Viewer).await;
+    let a = s.item("m-b1", "u-b1").await;
+    let b = s.item("m-b2", "u-b2").await;
+    let held = s.item("m-b3", "u-b3").await;
+    let (status, _) = s
+        .post(
+            &format!("/review-items/{held}/claim"),
+            Some(&other),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, _, lines) = s.export("since=2000-01-01T00:00:00Z", &viewer).await;
+    assert_eq!(status, 200);
+    assert!(lines.is_empty(), "{lines:?}");
+
+    let (status, got) = s
+        .post(
+            "/review-items/bulk-resolve",
+            Some(&mo),
+            json!({"ids": [a, 999_999, b, held], "resolution": "remove", "note": "bulk"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let results = got["results"].as_array().unwrap();
+    let statuses: Vec<_> = results.iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, [json!(200), json!(404), json!(200), json!(409)]);
+    let ids: Vec<_> = results.iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!(a), json!(999_999), json!(b), json!(held)]);
+    assert_eq!(results[0]["item"]["resolution"], "remove");
+    assert_eq!(results[0]["item"]["note"], "bulk");
+    assert_eq!(results[1]["error"]["code"], "not_found");
+    assert_eq!(results[3]["error"]["code"], "conflict");
+    assert!(results[3].get("item").is_none());
+    assert_eq!(s.stream.calls_to("/messages/m-b1").len(), 1);
+    assert!(s.stream.calls_to("/messages/m-b3").is_empty());
+
+    let (status, stats) = s.get("/stats", Some(&viewer)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["resolved"], 2, "{stats}");
+    let open: i64 = stats["open_by_category"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(open, 1, "{stats}");
+    let by_cat = stats["by_category"].as_object().unwrap();
+    assert_eq!(
+        by_cat
+            .values()
+            .map(|c| c["upheld"].as_i64().unwrap())
+            .sum::<i64>(),
+        2
+    );
+    assert!(stats["median_resolution_secs"].as_f64().unwrap() >= 0.0);
+
+    let (status, ctype, lines) = s.export("since=2000-01-01T00:00:00Z", &viewer).await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype.as_deref(), Some("application/x-ndjson"));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["text"], "what an idiot");
+        assert_eq!(line["verdict"], "violation");
+        assert!(line["category"].as_str().is_some_and(|c| !c.is_empty()));
+    }
+    let later = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (_, _, none) = s
+        .export(&format!("since={}", later.replace('+', "%2B")), &viewer)
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    let (status, got) = s
+        .get("/decisions?user=u-b2&decision=flag", Some(&viewer))
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let list = got["decisions"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{got}");
+    assert_eq!(list[0]["user_id"], "u-b2");
+    let (_, got) = s.get("/decisions?decision=ban", Some(&viewer)).await;
+    assert_eq!(got["decisions"].as_array().map(Vec::len), Some(0), "{got}");
+    let (_, got) = s.get("/decisions?limit=2", Some(&viewer)).await;
+    assert_eq!(got["decisions"].as_array().map(Vec::len), Some(2), "{got}");
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unban_calls_stream_once_and_lifts_the_ban() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let admin = s.token("ada", Role::Admin).await;
+    s.item("m-ub", "u-ub").await;
+    s.app
+        .store()
+        .record_ban_event("u-ub", true, None, Some("spam"), Utc::now())
+        .await
+        .unwrap();
+    let (status, page) = s.get("/users/u-ub", Some(&mo)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["banned"], true, "{page}");
+    assert_eq!(
+        page["decisions"].as_array().map(Vec::len),
+        Some(1),
+        "{page}"
+    );
+    s.stream.clear_calls();
+
+    let (status, got) = s.post("/users/u-ub/unban", Some(&mo), json!({})).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["outcome"]["status"], "ok", "{got}");
+    assert_eq!(got["banned"], false, "{got}");
+    let unbans: Vec<_> = s
+        .stream
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == Method::DELETE)
+        .collect();
+    assert_eq!(unbans.len(), 1, "{unbans:?}");
+    assert_eq!(unbans[0].query_param("target_user_id"), Some("u-ub"));
+
+    let (_, page) = s.get("/users/u-ub", Some(&mo)).await;
+    assert_eq!(page["banned"], false, "{page}");
+    let (status, log) = s.get("/audit-log?limit=1", Some(&admin)).await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["entries"][0]["action"], "user.unban", "{log}");
+    assert_eq!(log["entries"][0]["actor"], "mo");
+    assert_eq!(log["entries"][0]["target"], "user:u-ub");
+    let next = log["next_before_id"].as_i64().unwrap();
+    let (_, older) = s
+        .get(&format!("/audit-log?before_id={next}"), Some(&admin))
+        .await;
+    assert!(
+        older["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["id"].as_i64().unwrap() < next),
+        "{older}"
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_token_works_until_revoked() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = stack(&db).await;
+    let admin = s.token("ada", Role::Admin).await;
+    let (status, made) = s
+        .post(
+            "/tokens",
+            Some(&admin),
+            json!({"name": "dash", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["token"]["role"], "viewer");
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    assert_eq!(s.get("/stats", Some(&secret)).await.0, 200);
+    assert_eq!(s.get("/tokens", Some(&secret)).await.0, 403);
+
+    let (status, list) = s.get("/tokens", Some(&admin)).await;
+    assert_eq!(status, 200);
+    let names: Vec<_> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("ada"), json!("dash")]);
+    assert!(!list.to_string().contains(&secret));
+    assert!(list["tokens"][1].get("token_hash").is_none(), "{list}");
+
+    let (status, got) = s.delete("/tokens/dash", Some(&admin)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["revoked"], true);
+    assert_error(&s.get("/stats", Some(&secret)).await, 401, "unauthorized");
+    let (status, again) = s.delete("/tokens/dash", Some(&admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["revoked"], false);
+
+    let (_, log) = s.get("/audit-log", Some(&admin)).await;
+    let actions: Vec<_> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].clone(), e["actor"].clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (json!("token.revoke"), json!("ada")),
+            (json!("token.create"), json!("ada"))
+        ]
+    );
+    s.app.stop().await;
+    db.cleanup().await;
+}
