@@ -220,7 +220,7 @@ impl JobContext {
         row: &EventRow,
         attempt: &Attempt<'_>,
     ) -> Result<&'static str, JobError> {
-        let event = parse_stored(row)?;
+        let event = ChatEvent::parse(row.payload.as_bytes())?;
         let kind = event.kind();
         if let Some(k @ (EventKind::UserBanned | EventKind::UserUnbanned)) = kind
             && let Some(user) = event.subject_user_id()
@@ -239,7 +239,7 @@ impl JobContext {
         }
         // A Before Message Send request that was let through is followed by Stream's own
         // message.new, which is scored and acted on: only a blocked one needs the follow-ups here.
-        let let_through = row.event_type == BEFORE_SEND_EVENT
+        let let_through = row.event_type == crate::ingest::before_send::EVENT_TYPE
             && event
                 .extra
                 .get("before_send")
@@ -350,7 +350,7 @@ impl JobContext {
                 scores: assessment.scores,
                 reasons: &verdict.reasons,
                 ban: verdict.ban.as_ref(),
-                pre_send: row.event_type == BEFORE_SEND_EVENT,
+                pre_send: row.event_type == crate::ingest::before_send::EVENT_TYPE,
             })
             .await;
         let result = serde_json::to_string(&outcome)?;
@@ -439,34 +439,4 @@ impl JobContext {
             same_text_channels: n(channels),
         })
     }
-}
-
-/// The event type Before Message Send requests are stored under.
-pub const BEFORE_SEND_EVENT: &str = "message.before_send";
-
-/// Parses a stored event. Before Message Send bodies carry no `type` and keep the channel under
-/// `channel`: they are given the stored type and the channel's cid and type first.
-fn parse_stored(row: &EventRow) -> Result<ChatEvent, crate::domain::EventParseError> {
-    if row.event_type != BEFORE_SEND_EVENT {
-        return ChatEvent::parse(row.payload.as_bytes());
-    }
-    let mut v: serde_json::Value =
-        serde_json::from_str(&row.payload).map_err(crate::domain::EventParseError::Json)?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.entry("type")
-            .or_insert_with(|| serde_json::Value::String(BEFORE_SEND_EVENT.to_owned()));
-        let channel = obj.get("channel").cloned();
-        if let Some(ch) = channel {
-            for (from, to) in [
-                ("cid", "cid"),
-                ("type", "channel_type"),
-                ("id", "channel_id"),
-            ] {
-                if let Some(val) = ch.get(from) {
-                    obj.entry(to).or_insert_with(|| val.clone());
-                }
-            }
-        }
-    }
-    ChatEvent::parse(v.to_string().as_bytes())
 }
