@@ -56,6 +56,10 @@ pub struct Config {
 pub struct ReviewSettings {
     /// Open review items for blocks and bans too (flags always open one).
     pub include_blocks: bool,
+    /// How long a moderator's claim on an item holds, in seconds.
+    pub claim_ttl_secs: u64,
+    /// Most ids one `POST /review-items/bulk-resolve` may carry.
+    pub bulk_max: usize,
 }
 
 /// What decisions do on Stream, besides the policy.
@@ -325,6 +329,18 @@ impl Config {
                 message: "must be between 1 and 999 (Stream gives up after 1 s)".into(),
             });
         }
+        if !(10..=86_400).contains(&self.review.claim_ttl_secs) {
+            return Err(ConfigError::Invalid {
+                key: "review.claim_ttl_secs",
+                message: "must be between 10 and 86400 (one day)".into(),
+            });
+        }
+        if !(1..=1000).contains(&self.review.bulk_max) {
+            return Err(ConfigError::Invalid {
+                key: "review.bulk_max",
+                message: "must be between 1 and 1000".into(),
+            });
+        }
         if self.server.max_decompressed_bytes < self.server.max_body_bytes {
             return Err(ConfigError::Invalid {
                 key: "server.max_decompressed_bytes",
@@ -588,6 +604,17 @@ mod tests {
         let err =
             Config::load_from(None, env(&[("CHATGUARD_STREAM_APPS", "novalue")])).unwrap_err();
         assert!(err.to_string().contains("CHATGUARD_STREAM_APPS"), "{err}");
+        for (var, key) in [
+            ("CHATGUARD_REVIEW__CLAIM_TTL_SECS", "review.claim_ttl_secs"),
+            ("CHATGUARD_REVIEW__BULK_MAX", "review.bulk_max"),
+        ] {
+            let err = Config::load_from(None, env(&[(var, "0")])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let c =
+            Config::load_from(None, env(&[("CHATGUARD_REVIEW__CLAIM_TTL_SECS", "60")])).unwrap();
+        assert_eq!(c.review.claim_ttl_secs, 60);
+        assert_eq!(c.review.bulk_max, 100);
     }
 
     #[test]

@@ -56,6 +56,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", chatguard::cli::score::format_eval(&report));
             }
         }
+        Command::Openapi => {
+            println!("{}", chatguard::api::review::openapi().to_pretty_json()?);
+        }
         Command::Train(args) => {
             let dir = args
                 .rules

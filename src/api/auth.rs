@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
+use super::schema::{ErrorBody, ErrorDetail};
 use crate::store::{Role, Store, StoreError, hash_token};
 
 /// An `/api/` error; its `code` is one of the variant names in snake case.
@@ -43,6 +44,14 @@ impl ApiJsonError {
         }
     }
 
+    /// The `error` object of the body.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiJsonError::Unauthorized(_) => "unauthorized",
@@ -71,7 +80,9 @@ impl IntoResponse for ApiJsonError {
         }
         let mut res = (
             self.status(),
-            Json(serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})),
+            Json(ErrorBody {
+                error: self.detail(),
+            }),
         )
             .into_response();
         if matches!(self, ApiJsonError::Unauthorized(_)) {

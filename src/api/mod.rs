@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod review;
+pub mod schema;
 
 use std::sync::Arc;
 

@@ -3,6 +3,9 @@
 //!
 //! Viewers read; moderators also claim, release, resolve and unban; admins also read the audit
 //! log and manage tokens. Every change writes an audit row whose actor is the token's name.
+//!
+//! Each handler carries its `#[utoipa::path]`, and [`routes`] registers handler and document
+//! together, so `GET /api/openapi.json` lists exactly the routes served.
 
 use std::sync::Arc;
 
@@ -11,27 +14,33 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{ApiJsonError, Auth};
+use super::schema::{
+    AuditPage, BulkEntry, BulkResult, DecisionPage, ErrorBody, ItemBody, LabelLine, NewTokenResult,
+    ResolveResult, ReviewItemDetail, ReviewItemPage, RevokeResult, StreamOutcome, TokenList,
+    UnbanResult, UserPage,
+};
 use crate::actions::stream::{BanRequest, StreamClient, StreamError};
 use crate::config::Config;
+use crate::domain::{Category, Decision};
 use crate::store::{
-    ClaimOutcome, Cursor, ReleaseOutcome, Resolution, ResolveOutcome, ReviewFilter, ReviewItemRow,
-    ReviewSort, ReviewStats, Role, Store, StoreError,
+    ClaimOutcome, Cursor, DecisionFilter, ReleaseOutcome, Resolution, ResolveOutcome, ReviewFilter,
+    ReviewItemRow, ReviewSort, ReviewStats, ReviewStatus, Role, Store, StoreError,
 };
 
-/// How long a claim holds. `review.claim_ttl_secs` is not in the configuration yet.
-pub const CLAIM_TTL: Duration = Duration::seconds(900);
 /// Page size when `limit` is not given, and the largest allowed.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 /// Decisions shown as the user's history.
-const HISTORY_LEN: usize = 20;
+const HISTORY_LEN: i64 = 20;
 
 /// What the review routes need.
 #[derive(Clone)]
@@ -48,101 +57,158 @@ impl FromRef<ReviewState> for Store {
     }
 }
 
-/// `/api/v1/`: review items, users, decisions, the audit log, stats, label export and tokens.
-pub fn router(state: ReviewState) -> Router {
-    let v1 = Router::new()
-        .route("/review-items", get(list))
-        .route("/review-items/{id}", get(show))
-        .route("/review-items/{id}/claim", post(claim))
-        .route("/review-items/{id}/release", post(release))
-        .route("/review-items/{id}/resolve", post(resolve))
-        .route("/review-items/bulk-resolve", post(bulk_resolve))
-        .route("/users/{id}", get(user_page))
-        .route("/users/{id}/unban", post(unban))
-        .route("/decisions", get(decisions))
-        .route("/audit-log", get(audit_log))
-        .route("/stats", get(stats))
-        .route("/export/labels", get(export_labels))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{name}", delete(revoke_token))
-        .with_state(state);
-    Router::new().nest("/api/v1", v1)
+/// The document's frame; [`routes`] adds the paths and their schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "chatguard review API",
+        description = "The moderators' review queue. Every route needs `Authorization: Bearer \
+                       <token>` (`chatguard token create`); viewers read, moderators also \
+                       claim, resolve and unban, admins also read the audit log and manage \
+                       tokens. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, LabelLine)),
+    tags(
+        (name = "review", description = "Review items: list, read, claim, resolve"),
+        (name = "users", description = "A user's history, strikes and bans"),
+        (name = "log", description = "Decisions, audit log, stats, label export"),
+        (name = "tokens", description = "API tokens (admin)"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer scheme every operation names.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
 }
 
-/// Query parameters of `GET /review-items`, checked by [`ListParams::filter`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    status: Option<String>,
-    category: Option<String>,
-    decision: Option<String>,
-    channel: Option<String>,
-    user: Option<String>,
-    min_score: Option<String>,
-    created_after: Option<String>,
-    created_before: Option<String>,
-    sort: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+/// Every `/api/v1` route with its OpenAPI operation.
+fn routes() -> OpenApiRouter<ReviewState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(claim))
+        .routes(routes!(release))
+        .routes(routes!(resolve))
+        .routes(routes!(bulk_resolve))
+        .routes(routes!(user_page))
+        .routes(routes!(unban))
+        .routes(routes!(decisions))
+        .routes(routes!(audit_log))
+        .routes(routes!(stats))
+        .routes(routes!(export_labels))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
+}
+
+/// The OpenAPI 3 document of `/api/v1`, as `GET /api/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// `/api/v1/…` and `GET /api/openapi.json`.
+pub fn router(state: ReviewState) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move |auth: Auth| openapi_json(auth, doc.clone())),
+        )
+        .with_state(state)
+}
+
+/// Behind a token like every `/api/` route; any role may read it.
+async fn openapi_json(
+    auth: Auth,
+    doc: Arc<utoipa::openapi::OpenApi>,
+) -> Result<Json<Arc<utoipa::openapi::OpenApi>>, ApiJsonError> {
+    auth.require(Role::Viewer)?;
+    Ok(Json(doc))
 }
 
 fn bad(msg: impl Into<String>) -> ApiJsonError {
     ApiJsonError::BadRequest(msg.into())
 }
 
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiJsonError> {
-    v.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| bad(format!("{name} must be an RFC 3339 time, got {s:?}")))
-    })
-    .transpose()
+fn limit_param(limit: Option<i64>) -> Result<i64, ApiJsonError> {
+    match limit {
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(bad(format!("limit must be 1..={MAX_LIMIT}, got {n}"))),
+        None => Ok(DEFAULT_LIMIT),
+    }
+}
+
+/// Query parameters of `GET /review-items`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// An expired claim counts as `open`.
+    #[param(inline)]
+    status: Option<ReviewStatus>,
+    /// The item's top category.
+    #[param(inline)]
+    category: Option<Category>,
+    /// The item's latest decision.
+    #[param(inline)]
+    decision: Option<Decision>,
+    /// Channel cid (`type:id`).
+    channel: Option<String>,
+    /// Stream user id.
+    user: Option<String>,
+    /// Items whose highest score is at least this, in [0, 1].
+    min_score: Option<f64>,
+    /// RFC 3339; items created at or after.
+    created_after: Option<DateTime<Utc>>,
+    /// RFC 3339; items created before.
+    created_before: Option<DateTime<Utc>>,
+    /// `newest` (default), `oldest` or `score` (highest first).
+    #[param(inline)]
+    sort: Option<ReviewSort>,
+    /// Items per page, 1..=200 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page, with the same filters and sort.
+    cursor: Option<String>,
 }
 
 impl ListParams {
     fn filter(self) -> Result<(ReviewFilter, i64, Option<Cursor>), ApiJsonError> {
-        let sort: ReviewSort = match &self.sort {
-            Some(s) => s.parse().map_err(bad)?,
-            None => ReviewSort::default(),
-        };
-        let min_score = match &self.min_score {
-            Some(s) => Some(
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|v| (0.0..=1.0).contains(v))
-                    .ok_or_else(|| {
-                        bad(format!("min_score must be a number in [0, 1], got {s:?}"))
-                    })?,
-            ),
-            None => None,
-        };
-        let limit = match &self.limit {
-            Some(s) => s
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| bad(format!("limit must be 1..={MAX_LIMIT}, got {s:?}")))?,
-            None => DEFAULT_LIMIT,
-        };
+        let sort = self.sort.unwrap_or_default();
+        if let Some(v) = self.min_score
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(bad(format!("min_score must be in [0, 1], got {v}")));
+        }
+        let limit = limit_param(self.limit)?;
         let cursor = self
             .cursor
             .as_deref()
             .map(|c| Cursor::decode(c, sort).map_err(|e| bad(e.to_string())))
             .transpose()?;
         let filter = ReviewFilter {
-            status: self
-                .status
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(bad)?,
-            category: self.category,
-            decision: self.decision,
+            status: self.status,
+            category: self.category.map(|c| c.as_str().to_owned()),
+            decision: self.decision.map(|d| d.as_str().to_owned()),
             cid: self.channel,
             user_id: self.user,
-            min_score,
-            created_after: time_param("created_after", self.created_after.as_deref())?,
-            created_before: time_param("created_before", self.created_before.as_deref())?,
+            min_score: self.min_score,
+            created_after: self.created_after,
+            created_before: self.created_before,
             sort,
             now: None,
         };
@@ -150,11 +216,19 @@ impl ListParams {
     }
 }
 
+/// Review items, filtered and sorted, a page at a time. The cursor stays correct while items
+/// are added (keyset pagination).
+#[utoipa::path(get, path = "/review-items", tag = "review", params(ListParams),
+    responses(
+        (status = 200, description = "A page of items", body = ReviewItemPage),
+        (status = 400, description = "A bad filter, limit or cursor", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
 async fn list(
     auth: Auth,
     State(state): State<ReviewState>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<ReviewItemPage>, ApiJsonError> {
     auth.require(Role::Viewer)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let (filter, limit, cursor) = params.filter()?;
@@ -162,10 +236,10 @@ async fn list(
         .store
         .list_review_items(&filter, limit, cursor.as_ref())
         .await?;
-    Ok(Json(json!({
-        "items": rows.iter().map(ReviewItemRow::to_json).collect::<Vec<_>>(),
-        "next_cursor": next.map(|c| c.encode()),
-    })))
+    Ok(Json(ReviewItemPage {
+        items: rows.iter().map(ReviewItemRow::view).collect(),
+        next_cursor: next.map(|c| c.encode()),
+    }))
 }
 
 fn item_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiJsonError> {
@@ -175,74 +249,99 @@ fn item_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiJsonError> {
 
 async fn load(store: &Store, id: i64) -> Result<ReviewItemRow, ApiJsonError> {
     store.get_review_item(id).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => {
-            ApiJsonError::NotFound(format!("no review item {id}"))
-        }
+        StoreError::NotFound => ApiJsonError::NotFound(format!("no review item {id}")),
         other => other.into(),
     })
 }
 
+/// One item with its latest decision (scores, reasons) and the user's recent decisions.
+#[utoipa::path(get, path = "/review-items/{id}", tag = "review",
+    params(("id" = i64, Path, description = "Review item id")),
+    responses(
+        (status = 200, description = "The item", body = ReviewItemDetail),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+    ))]
 async fn show(
     auth: Auth,
     State(state): State<ReviewState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<ReviewItemDetail>, ApiJsonError> {
     auth.require(Role::Viewer)?;
     let row = load(&state.store, item_id(id)?).await?;
     let decision = state
         .store
         .decision_by_id(row.decision_id)
         .await?
-        .map(|d| d.to_json());
-    let history: Vec<Value> = match &row.user_id {
+        .map(|d| d.view());
+    let history = match &row.user_id {
         Some(user) => state
             .store
-            .decisions_for_user(user, HISTORY_LEN as i64)
+            .decisions_for_user(user, HISTORY_LEN)
             .await?
             .iter()
-            .map(|d| d.to_json())
+            .map(|d| d.view())
             .collect(),
         None => Vec::new(),
     };
-    Ok(Json(json!({
-        "item": row.to_json(),
-        "decision": decision,
-        "history": history,
-    })))
+    Ok(Json(ReviewItemDetail {
+        item: row.view(),
+        decision,
+        history,
+    }))
 }
 
 fn target(id: i64) -> String {
     format!("review_item:{id}")
 }
 
+/// A JSON snapshot for the audit log.
+fn snapshot(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Claims the item for the caller until the claim expires (`review.claim_ttl_secs`);
+/// claiming again extends one's own claim.
+#[utoipa::path(post, path = "/review-items/{id}/claim", tag = "review",
+    params(("id" = i64, Path, description = "Review item id")),
+    responses(
+        (status = 200, description = "Claimed", body = ItemBody),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Viewers cannot claim", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 409, description = "Another moderator holds it, or it is resolved", body = ErrorBody),
+    ))]
 async fn claim(
     auth: Auth,
     State(state): State<ReviewState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<ItemBody>, ApiJsonError> {
     auth.require(Role::Moderator)?;
     let id = item_id(id)?;
     let before = load(&state.store, id).await?;
     let now = Utc::now();
+    let ttl = Duration::seconds(state.config.review.claim_ttl_secs as i64);
     match state
         .store
-        .claim_review_item(id, &auth.token_name, now, CLAIM_TTL)
+        .claim_review_item(id, &auth.token_name, now, ttl)
         .await?
     {
         ClaimOutcome::Claimed(row) => {
-            let after = row.to_json();
+            let after = row.view();
             state
                 .store
                 .insert_audit(
                     &auth.token_name,
                     "review_item.claim",
                     &target(id),
-                    Some(&before.to_json()),
-                    Some(&after),
+                    Some(&snapshot(&before.view())),
+                    Some(&snapshot(&after)),
                     now,
                 )
                 .await?;
-            Ok(Json(json!({"item": after})))
+            Ok(Json(ItemBody { item: after }))
         }
         ClaimOutcome::HeldBy { moderator, until } => Err(ApiJsonError::Conflict(format!(
             "claimed by {moderator} until {}",
@@ -254,11 +353,22 @@ async fn claim(
     }
 }
 
+/// Gives up the caller's claim.
+#[utoipa::path(post, path = "/review-items/{id}/release", tag = "review",
+    params(("id" = i64, Path, description = "Review item id")),
+    responses(
+        (status = 200, description = "Released", body = ItemBody),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Viewers cannot release", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 409, description = "The caller holds no claim on it", body = ErrorBody),
+    ))]
 async fn release(
     auth: Auth,
     State(state): State<ReviewState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<ItemBody>, ApiJsonError> {
     auth.require(Role::Moderator)?;
     let id = item_id(id)?;
     let before = load(&state.store, id).await?;
@@ -268,19 +378,19 @@ async fn release(
         .await?
     {
         ReleaseOutcome::Released(row) => {
-            let after = row.to_json();
+            let after = row.view();
             state
                 .store
                 .insert_audit(
                     &auth.token_name,
                     "review_item.release",
                     &target(id),
-                    Some(&before.to_json()),
-                    Some(&after),
+                    Some(&snapshot(&before.view())),
+                    Some(&snapshot(&after)),
                     Utc::now(),
                 )
                 .await?;
-            Ok(Json(json!({"item": after})))
+            Ok(Json(ItemBody { item: after }))
         }
         ReleaseOutcome::NotHeld(_) => Err(ApiJsonError::Conflict(format!(
             "{} holds no claim on this item",
@@ -290,44 +400,37 @@ async fn release(
 }
 
 /// Body of `POST /review-items/{id}/resolve`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResolveBody {
-    resolution: String,
+    /// `approve` (the message was fine: unflag, clear the strike), `remove` (delete it),
+    /// `ban` (ban the user), `dismiss` (nothing on Stream).
+    resolution: Resolution,
     note: Option<String>,
-    /// Ban length; none bans until unbanned.
+    /// On `ban`: its length; none bans until unbanned.
+    #[schema(minimum = 1)]
     ban_timeout_minutes: Option<u32>,
-    /// Ban reason shown by Stream.
+    /// On `ban`: the reason Stream records.
     reason: Option<String>,
-    /// Hard or soft delete on `remove` (and on `ban` with `delete_message`); the configured
-    /// delete mode when absent.
+    /// On `remove` (and `ban` with `delete_message`): hard or soft delete; the configured
+    /// `actions.delete` when absent.
     hard: Option<bool>,
-    /// On `ban`, also delete the message.
+    /// On `ban`: also delete the message.
     #[serde(default)]
     delete_message: bool,
 }
 
-/// What a resolution did on Stream: `ok`, `failed` (with the error) or `skipped`.
-fn outcome(result: Option<Result<Vec<&'static str>, StreamError>>) -> Value {
-    match result {
-        None => json!({"status": "skipped", "reason": "dry-run: no Stream credentials"}),
-        Some(Ok(calls)) => json!({"status": "ok", "calls": calls}),
-        Some(Err(e)) => json!({"status": "failed", "error": e.to_string()}),
-    }
-}
-
-/// The Stream calls `resolution` calls for, or the first that failed.
+/// The Stream calls `body` calls for, or the first that failed.
 async fn carry_out(
     client: &StreamClient,
     config: &Config,
     row: &ReviewItemRow,
-    resolution: Resolution,
     body: &ResolveBody,
 ) -> Result<Vec<&'static str>, StreamError> {
     let bot = config.stream.bot_user_id.as_str();
     let hard = body.hard.unwrap_or(config.actions.delete != "soft");
     let mut calls = Vec::new();
-    match resolution {
+    match body.resolution {
         Resolution::Approve => {
             client.unflag_message(&row.message_id, bot).await?;
             calls.push("unflag_message");
@@ -365,30 +468,36 @@ async fn carry_out(
     Ok(calls)
 }
 
-/// Resolves the item in the store first, so that of two racing or repeated requests only one
-/// resolves it and calls Stream; a repeat answers 200 with the stored item and calls nothing.
-/// A Stream failure therefore leaves the item resolved, with the failure in the response and
-/// the audit row.
+/// Resolves the item and carries the resolution out on Stream (nothing in dry-run).
+///
+/// The item is resolved in the store first, so that of two racing or repeated requests only
+/// one resolves it and calls Stream; a repeat answers 200 with `already_resolved` and calls
+/// nothing. A Stream failure therefore leaves the item resolved, with the failure in
+/// `outcome` and in the audit row.
+#[utoipa::path(post, path = "/review-items/{id}/resolve", tag = "review",
+    params(("id" = i64, Path, description = "Review item id")),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "Resolved (or resolved before)", body = ResolveResult),
+        (status = 400, description = "A bad id or body", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Viewers cannot resolve", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 409, description = "Another moderator holds a claim on it", body = ErrorBody),
+    ))]
 async fn resolve(
     auth: Auth,
     State(state): State<ReviewState>,
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<ResolveBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<ResolveResult>, ApiJsonError> {
     auth.require(Role::Moderator)?;
     let id = item_id(id)?;
     let Json(body) = body.map_err(|e| bad(e.body_text()))?;
-    let resolution = check_resolve_body(&body)?;
-    resolve_one(&state, &auth, id, resolution, &body)
-        .await
-        .map(Json)
-}
-
-fn check_resolve_body(body: &ResolveBody) -> Result<Resolution, ApiJsonError> {
     if body.ban_timeout_minutes == Some(0) {
         return Err(bad("ban_timeout_minutes must be positive"));
     }
-    body.resolution.parse().map_err(bad)
+    resolve_one(&state, &auth, id, &body).await.map(Json)
 }
 
 /// Resolves one item as [`resolve`] describes; shared with [`bulk_resolve`].
@@ -396,19 +505,29 @@ async fn resolve_one(
     state: &ReviewState,
     auth: &Auth,
     id: i64,
-    resolution: Resolution,
     body: &ResolveBody,
-) -> Result<Value, ApiJsonError> {
+) -> Result<ResolveResult, ApiJsonError> {
     let before = load(&state.store, id).await?;
     let now = Utc::now();
     let row = match state
         .store
-        .resolve_review_item(id, &auth.token_name, resolution, body.note.as_deref(), now)
+        .resolve_review_item(
+            id,
+            &auth.token_name,
+            body.resolution,
+            body.note.as_deref(),
+            now,
+        )
         .await?
     {
         ResolveOutcome::Resolved(row) => row,
         ResolveOutcome::AlreadyResolved(row) => {
-            return Ok(json!({"item": row.to_json(), "already_resolved": true}));
+            return Ok(ResolveResult {
+                item: row.view(),
+                already_resolved: true,
+                outcome: None,
+                strike_cleared: None,
+            });
         }
         ResolveOutcome::HeldBy { moderator, until } => {
             return Err(ApiJsonError::Conflict(format!(
@@ -418,57 +537,64 @@ async fn resolve_one(
         }
     };
     let result = match &state.stream {
-        Some(client) => Some(carry_out(client, &state.config, &row, resolution, body).await),
+        Some(client) => Some(carry_out(client, &state.config, &row, body).await),
         None => None,
     };
-    let outcome = outcome(result);
+    let outcome = StreamOutcome::from_result(result);
     // The message was fine: the strike its decision gave no longer counts.
-    let strike_cleared =
-        resolution == Resolution::Approve && state.store.clear_strike(row.decision_id, now).await?;
-    let after = row.to_json();
+    let strike_cleared = body.resolution == Resolution::Approve
+        && state.store.clear_strike(row.decision_id, now).await?;
+    let done = ResolveResult {
+        item: row.view(),
+        already_resolved: false,
+        outcome: Some(outcome),
+        strike_cleared: Some(strike_cleared),
+    };
     state
         .store
         .insert_audit(
             &auth.token_name,
             "review_item.resolve",
             &target(id),
-            Some(&before.to_json()),
-            Some(&json!({"item": after, "outcome": outcome, "strike_cleared": strike_cleared})),
+            Some(&snapshot(&before.view())),
+            Some(&snapshot(&done)),
             now,
         )
         .await?;
-    Ok(json!({
-        "item": after,
-        "already_resolved": false,
-        "outcome": outcome,
-        "strike_cleared": strike_cleared,
-    }))
+    Ok(done)
 }
 
-/// Ids one bulk resolve may carry.
-const MAX_BULK: usize = 100;
-
 /// Body of `POST /review-items/bulk-resolve`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkBody {
+    /// 1 to `review.bulk_max` (default 100) item ids.
     ids: Vec<i64>,
-    resolution: String,
+    resolution: Resolution,
     note: Option<String>,
 }
 
-/// Resolves each id in turn as the single route does, answering per id
-/// `{"id", "status": 200|404|409, "item"|"error"}`; one failing id does not stop the others.
+/// Resolves each id in turn as the single route does (with the configured delete mode and
+/// bans without a timeout), reporting per id; one failing id does not stop the others.
+#[utoipa::path(post, path = "/review-items/bulk-resolve", tag = "review",
+    request_body = BulkBody,
+    responses(
+        (status = 200, description = "One entry per id", body = BulkResult),
+        (status = 400, description = "A bad body, or too many ids", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Viewers cannot resolve", body = ErrorBody),
+    ))]
 async fn bulk_resolve(
     auth: Auth,
     State(state): State<ReviewState>,
     body: Result<Json<BulkBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<BulkResult>, ApiJsonError> {
     auth.require(Role::Moderator)?;
     let Json(bulk) = body.map_err(|e| bad(e.body_text()))?;
-    if bulk.ids.is_empty() || bulk.ids.len() > MAX_BULK {
+    let max = state.config.review.bulk_max;
+    if bulk.ids.is_empty() || bulk.ids.len() > max {
         return Err(bad(format!(
-            "ids must hold 1..={MAX_BULK} ids, got {}",
+            "ids must hold 1..={max} ids (review.bulk_max), got {}",
             bulk.ids.len()
         )));
     }
@@ -480,67 +606,76 @@ async fn bulk_resolve(
         hard: None,
         delete_message: false,
     };
-    let resolution = check_resolve_body(&body)?;
     let mut results = Vec::with_capacity(bulk.ids.len());
     for id in bulk.ids {
-        results.push(
-            match resolve_one(&state, &auth, id, resolution, &body).await {
-                Ok(mut done) => {
-                    done["id"] = json!(id);
-                    done["status"] = json!(200);
-                    done
-                }
-                Err(e @ (ApiJsonError::NotFound(_) | ApiJsonError::Conflict(_))) => json!({
-                    "id": id,
-                    "status": e.status().as_u16(),
-                    "error": {"code": e.code(), "message": e.to_string()},
-                }),
-                Err(other) => return Err(other),
+        results.push(match resolve_one(&state, &auth, id, &body).await {
+            Ok(done) => BulkEntry {
+                id,
+                status: 200,
+                result: Some(done),
+                error: None,
             },
-        );
+            Err(e @ (ApiJsonError::NotFound(_) | ApiJsonError::Conflict(_))) => BulkEntry {
+                id,
+                status: e.status().as_u16(),
+                result: None,
+                error: Some(e.detail()),
+            },
+            Err(other) => return Err(other),
+        });
     }
-    Ok(Json(json!({"results": results})))
+    Ok(Json(BulkResult { results }))
 }
 
 fn user_target(user: &str) -> String {
     format!("user:{user}")
 }
 
-/// A user's page: recent decisions, active strikes, bans chatguard gave before, and whether a
-/// ban is in force. 404 when nothing is recorded about the user.
+/// A user's recent decisions, active strikes, earlier bans and whether a ban is in force.
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "Stream user id")),
+    responses(
+        (status = 200, description = "The user's standing", body = UserPage),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Nothing is recorded about the user", body = ErrorBody),
+    ))]
 async fn user_page(
     auth: Auth,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<UserPage>, ApiJsonError> {
     auth.require(Role::Viewer)?;
-    let decisions = state
-        .store
-        .decisions_for_user(&user, HISTORY_LEN as i64)
-        .await?;
+    let decisions = state.store.decisions_for_user(&user, HISTORY_LEN).await?;
     let (strikes, previous_bans, banned) = state.store.user_standing(&user, Utc::now()).await?;
     if decisions.is_empty() && strikes == 0 && previous_bans == 0 && !banned {
         return Err(ApiJsonError::NotFound(format!(
             "nothing is recorded about user {user:?}"
         )));
     }
-    Ok(Json(json!({
-        "user_id": user,
-        "decisions": decisions.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
-        "active_strikes": strikes,
-        "previous_bans": previous_bans,
-        "banned": banned,
-    })))
+    Ok(Json(UserPage {
+        user_id: user,
+        decisions: decisions.iter().map(|d| d.view()).collect(),
+        active_strikes: strikes,
+        previous_bans,
+        banned,
+    }))
 }
 
 /// Unbans on Stream (skipped in dry-run), then lifts the user's bans in the store. If Stream
 /// refuses, the store is left as it is, so it keeps matching Stream; the response and the
 /// audit row carry the failure.
+#[utoipa::path(post, path = "/users/{id}/unban", tag = "users",
+    params(("id" = String, Path, description = "Stream user id")),
+    responses(
+        (status = 200, description = "What the unban did", body = UnbanResult),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Viewers cannot unban", body = ErrorBody),
+    ))]
 async fn unban(
     auth: Auth,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<UnbanResult>, ApiJsonError> {
     auth.require(Role::Moderator)?;
     let now = Utc::now();
     let before = state.store.user_standing(&user, now).await?;
@@ -554,7 +689,7 @@ async fn unban(
         None => None,
     };
     let lifted = !matches!(result, Some(Err(_)));
-    let outcome = outcome(result);
+    let outcome = StreamOutcome::from_result(result);
     if lifted {
         state
             .store
@@ -562,118 +697,125 @@ async fn unban(
             .await?;
     }
     let (_, _, banned) = state.store.user_standing(&user, now).await?;
-    let after = json!({"outcome": outcome, "lifted": lifted, "banned": banned});
+    let done = UnbanResult {
+        user_id: user,
+        outcome,
+        lifted,
+        banned,
+    };
     state
         .store
         .insert_audit(
             &auth.token_name,
             "user.unban",
-            &user_target(&user),
+            &user_target(&done.user_id),
             Some(&json!({"banned": before.2})),
-            Some(&after),
+            Some(&snapshot(&done)),
             now,
         )
         .await?;
-    Ok(Json(json!({
-        "user_id": user,
-        "outcome": outcome,
-        "lifted": lifted,
-        "banned": banned,
-    })))
+    Ok(Json(done))
 }
 
 /// Query parameters of `GET /decisions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DecisionParams {
-    limit: Option<String>,
+    /// Stream user id.
     user: Option<String>,
-    decision: Option<String>,
+    #[param(inline)]
+    decision: Option<Decision>,
+    /// Channel cid (`type:id`).
+    channel: Option<String>,
+    /// RFC 3339; decisions on webhooks received at or after.
+    received_after: Option<DateTime<Utc>>,
+    /// RFC 3339; decisions on webhooks received before.
+    received_before: Option<DateTime<Utc>>,
+    /// `next_before_id` of the previous page.
+    before_id: Option<i64>,
+    /// Decisions per page, 1..=200 (default 50).
+    limit: Option<i64>,
 }
 
-/// Decisions scanned when filtering by `decision` without a user.
-const DECISION_SCAN: i64 = 1000;
-
-fn limit_param(limit: Option<&str>) -> Result<i64, ApiJsonError> {
-    match limit {
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad(format!("limit must be 1..={MAX_LIMIT}, got {s:?}"))),
-        None => Ok(DEFAULT_LIMIT),
-    }
-}
-
-/// The decision log, newest first. The store has no query filtered by decision, so with
-/// `decision` the latest [`DECISION_SCAN`] decisions (or the user's, with `user`) are filtered
-/// here: older matches are not found.
+/// The decision log, newest first, filtered, a page at a time.
+#[utoipa::path(get, path = "/decisions", tag = "log", params(DecisionParams),
+    responses(
+        (status = 200, description = "A page of decisions", body = DecisionPage),
+        (status = 400, description = "A bad filter or limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
 async fn decisions(
     auth: Auth,
     State(state): State<ReviewState>,
     params: Result<Query<DecisionParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<DecisionPage>, ApiJsonError> {
     auth.require(Role::Viewer)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
-    let limit = limit_param(params.limit.as_deref())?;
-    let fetch = if params.decision.is_some() {
-        DECISION_SCAN
-    } else {
-        limit
+    let limit = limit_param(params.limit)?;
+    let filter = DecisionFilter {
+        user_id: params.user,
+        decision: params.decision.map(|d| d.as_str().to_owned()),
+        cid: params.channel,
+        received_after: params.received_after,
+        received_before: params.received_before,
+        before_id: params.before_id,
     };
-    let rows = match &params.user {
-        Some(user) => state.store.decisions_for_user(user, fetch).await?,
-        None => state.store.recent_decisions(fetch).await?,
-    };
-    let rows: Vec<Value> = rows
-        .iter()
-        .filter(|d| {
-            params
-                .decision
-                .as_deref()
-                .is_none_or(|want| d.decision == want)
-        })
-        .take(limit as usize)
-        .map(|d| d.to_json())
-        .collect();
-    Ok(Json(json!({"decisions": rows})))
+    let rows = state.store.list_decisions(&filter, limit).await?;
+    let next_before_id = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(DecisionPage {
+        decisions: rows.iter().map(|d| d.view()).collect(),
+        next_before_id,
+    }))
 }
 
 /// Query parameters of `GET /audit-log`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
-    limit: Option<String>,
-    before_id: Option<String>,
+    /// Entries per page, 1..=200 (default 50).
+    limit: Option<i64>,
+    /// `next_before_id` of the previous page.
+    before_id: Option<i64>,
 }
 
-/// Audit entries newest first; `next_before_id` pages on when the page is full.
+/// Every claim, release, resolution, unban and token change, newest first: who, what, when,
+/// before and after.
+#[utoipa::path(get, path = "/audit-log", tag = "log", params(AuditParams),
+    responses(
+        (status = 200, description = "A page of entries", body = AuditPage),
+        (status = 400, description = "A bad limit or before_id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+    ))]
 async fn audit_log(
     auth: Auth,
     State(state): State<ReviewState>,
     params: Result<Query<AuditParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<AuditPage>, ApiJsonError> {
     auth.require(Role::Admin)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
-    let limit = limit_param(params.limit.as_deref())?;
-    let before_id = params
-        .before_id
-        .as_deref()
-        .map(|s| {
-            s.parse::<i64>()
-                .map_err(|_| bad(format!("before_id must be an integer, got {s:?}")))
-        })
-        .transpose()?;
-    let rows = state.store.list_audit(limit, before_id).await?;
-    let next = (rows.len() as i64 == limit)
+    let limit = limit_param(params.limit)?;
+    let rows = state.store.list_audit(limit, params.before_id).await?;
+    let next_before_id = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({
-        "entries": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
-        "next_before_id": next,
-    })))
+    Ok(Json(AuditPage {
+        entries: rows.iter().map(|r| r.view()).collect(),
+        next_before_id,
+    }))
 }
 
+/// Open items by category, the median time to resolution, and per rule and per category the
+/// share of reviewed items moderators upheld (remove or ban): the rules' precision.
+#[utoipa::path(get, path = "/stats", tag = "log",
+    responses(
+        (status = 200, description = "The queue at a glance", body = ReviewStats),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
 async fn stats(
     auth: Auth,
     State(state): State<ReviewState>,
@@ -683,33 +825,43 @@ async fn stats(
 }
 
 /// Query parameters of `GET /export/labels`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExportParams {
-    since: String,
+    /// RFC 3339; items resolved at or after.
+    since: DateTime<Utc>,
 }
 
 /// Rows per `reviewed_labels` page while exporting.
 const EXPORT_PAGE: i64 = 500;
 
-/// One export line. `verdict` is `violation` when the resolution upheld chatguard (remove,
-/// ban) and `clean` otherwise (approve, dismiss), as the stats count it.
+/// One export line, as [`LabelLine`] describes.
 fn label_line(row: &ReviewItemRow) -> String {
     let upheld = row
         .resolution
         .as_deref()
         .and_then(|r| r.parse::<Resolution>().ok())
         .is_some_and(Resolution::upholds);
-    let verdict = if upheld { "violation" } else { "clean" };
-    let mut line =
-        json!({"text": row.text, "category": row.category, "verdict": verdict}).to_string();
-    line.push('\n');
-    line
+    let line = LabelLine {
+        text: row.text.clone(),
+        category: row.category.clone(),
+        verdict: if upheld { "violation" } else { "clean" }.to_owned(),
+    };
+    let mut text = snapshot(&line).to_string();
+    text.push('\n');
+    text
 }
 
-/// Reviewed items resolved since `since` as JSON lines. The body is streamed a page of
-/// [`EXPORT_PAGE`] at a time, so a large export is never held in memory; the status and
-/// headers are sent before the first page, so a store failure mid-way cuts the body short.
+/// Reviewed items resolved since `since` as JSON lines (each a `LabelLine`), for retraining.
+/// The body is streamed a page at a time, so a large export is never held in memory; the
+/// status is sent before the first page, so a store failure mid-way cuts the body short.
+#[utoipa::path(get, path = "/export/labels", tag = "log", params(ExportParams),
+    responses(
+        (status = 200, description = "JSON lines, each a LabelLine", content_type = "application/x-ndjson", body = LabelLine),
+        (status = 400, description = "since is missing or not RFC 3339", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
 async fn export_labels(
     auth: Auth,
     State(state): State<ReviewState>,
@@ -717,8 +869,7 @@ async fn export_labels(
 ) -> Result<Response, ApiJsonError> {
     auth.require(Role::Viewer)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
-    let since =
-        time_param("since", Some(&params.since))?.ok_or_else(|| bad("since is required"))?;
+    let since = params.since;
     let store = state.store.clone();
     let pages = futures::stream::try_unfold(Some(0_i64), move |after| {
         let store = store.clone();
@@ -744,45 +895,61 @@ async fn export_labels(
         .into_response())
 }
 
+/// Every token, revoked ones included; never a secret.
+#[utoipa::path(get, path = "/tokens", tag = "tokens",
+    responses(
+        (status = 200, description = "The tokens", body = TokenList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+    ))]
 async fn list_tokens(
     auth: Auth,
     State(state): State<ReviewState>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<TokenList>, ApiJsonError> {
     auth.require(Role::Admin)?;
-    Ok(Json(json!({"tokens": state.store.list_tokens().await?})))
+    Ok(Json(TokenList {
+        tokens: state.store.list_tokens().await?,
+    }))
 }
 
 /// Body of `POST /tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// 1 to 64 characters, unique.
     name: String,
-    role: String,
+    role: Role,
 }
 
 /// Longest token name accepted.
 const MAX_TOKEN_NAME: usize = 64;
 
-/// Creates a token; the secret is in this response only. 409 when the name is taken.
+/// Creates a token; the secret is in this response only.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken,
+    responses(
+        (status = 201, description = "Created", body = NewTokenResult),
+        (status = 400, description = "A bad name or role", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    ))]
 async fn create_token(
     auth: Auth,
     State(state): State<ReviewState>,
     body: Result<Json<NewToken>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiJsonError> {
+) -> Result<(StatusCode, Json<NewTokenResult>), ApiJsonError> {
     auth.require(Role::Admin)?;
     let Json(new) = body.map_err(|e| bad(e.body_text()))?;
-    let role: Role = new.role.parse().map_err(bad)?;
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME {
         return Err(bad(format!("name must be 1..={MAX_TOKEN_NAME} characters")));
     }
     let now = Utc::now();
-    let (row, secret) = state
+    let (token, secret) = state
         .store
-        .create_token(name, role, now)
+        .create_token(name, new.role, now)
         .await?
         .ok_or_else(|| ApiJsonError::Conflict(format!("a token named {name:?} exists")))?;
-    let shown = serde_json::to_value(&row).map_err(|e| ApiJsonError::Internal(e.to_string()))?;
     state
         .store
         .insert_audit(
@@ -790,22 +957,27 @@ async fn create_token(
             "token.create",
             &format!("token:{name}"),
             None,
-            Some(&shown),
+            Some(&snapshot(&token)),
             now,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"token": shown, "secret": secret})),
-    ))
+    Ok((StatusCode::CREATED, Json(NewTokenResult { token, secret })))
 }
 
-/// Revokes a token: `revoked` is false if it already was. 404 for an unknown name.
+/// Revokes a token; `revoked` is false if it already was.
+#[utoipa::path(delete, path = "/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "Token name")),
+    responses(
+        (status = 200, description = "Revoked", body = RevokeResult),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No token of that name", body = ErrorBody),
+    ))]
 async fn revoke_token(
     auth: Auth,
     State(state): State<ReviewState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiJsonError> {
+) -> Result<Json<RevokeResult>, ApiJsonError> {
     auth.require(Role::Admin)?;
     let now = Utc::now();
     let revoked = state
@@ -829,5 +1001,5 @@ async fn revoke_token(
             )
             .await?;
     }
-    Ok(Json(json!({"name": name, "revoked": revoked})))
+    Ok(Json(RevokeResult { name, revoked }))
 }

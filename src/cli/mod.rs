@@ -68,6 +68,8 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print the OpenAPI 3 document of the review API (what `GET /api/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,11 +17,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 
 pub use review::{
-    AuditRow, ClaimOutcome, Cursor, CursorError, NewReviewItem, ReleaseOutcome, Resolution,
-    ResolveOutcome, ReviewFilter, ReviewItemRow, ReviewSort, ReviewStats, ReviewStatus, Role,
-    TokenRow, UpheldStats, hash_token, top_category,
+    AuditEntry, AuditRow, ClaimOutcome, Cursor, CursorError, NewReviewItem, ReleaseOutcome,
+    Resolution, ResolveOutcome, ReviewFilter, ReviewItemRow, ReviewItemView, ReviewSort,
+    ReviewStats, ReviewStatus, Role, TokenRow, UpheldStats, hash_token, top_category,
 };
-pub use rows::{Attempt, DeadLetterRow, DecisionRow, EventRow, NewDecision, NewEvent, Outcome};
+pub use rows::{
+    Attempt, DeadLetterRow, DecisionRow, DecisionView, EventRow, NewDecision, NewEvent, Outcome,
+};
 pub use sqlite::JobsWake;
 
 #[derive(Debug, thiserror::Error)]
@@ -590,6 +592,63 @@ impl Store {
         .await?))
     }
 
+    /// The decision log newest first, filtered; `before_id` pages on from an earlier page.
+    pub async fn list_decisions(
+        &self,
+        filter: &DecisionFilter,
+        limit: i64,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        let mut sql = select_decisions!(" where true").to_owned();
+        let mut params: Vec<review::Param> = Vec::new();
+        let mut bind = |p: review::Param| {
+            params.push(p);
+            format!("${}", params.len())
+        };
+        for (column, value) in [
+            ("user_id", &filter.user_id),
+            ("decision", &filter.decision),
+            ("cid", &filter.cid),
+        ] {
+            if let Some(v) = value {
+                sql.push_str(&format!(
+                    " and {column} = {}",
+                    bind(review::Param::Text(v.clone()))
+                ));
+            }
+        }
+        if let Some(t) = filter.received_after {
+            sql.push_str(&format!(
+                " and received_at >= {}",
+                bind(review::Param::Time(t))
+            ));
+        }
+        if let Some(t) = filter.received_before {
+            sql.push_str(&format!(
+                " and received_at < {}",
+                bind(review::Param::Time(t))
+            ));
+        }
+        if let Some(id) = filter.before_id {
+            sql.push_str(&format!(" and id < {}", bind(review::Param::Int(id))));
+        }
+        sql.push_str(&format!(
+            " order by id desc limit {}",
+            bind(review::Param::Int(limit.max(1)))
+        ));
+        Ok(on_pool!(&self.reads, pool => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                q = match p {
+                    review::Param::Text(v) => q.bind(v),
+                    review::Param::Float(v) => q.bind(v),
+                    review::Param::Time(v) => q.bind(v),
+                    review::Param::Int(v) => q.bind(v),
+                };
+            }
+            q.fetch_all(pool).await?
+        }))
+    }
+
     pub async fn decision_by_id(&self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
         Ok(
             on_pool!(&self.reads, pool => sqlx::query_as(select_decisions!(" where id = $1"))
@@ -715,4 +774,17 @@ impl Store {
             .await?; });
         self.get_setting(name).await?.ok_or(StoreError::NotFound)
     }
+}
+
+/// Filters of [`Store::list_decisions`]; every one given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFilter {
+    pub user_id: Option<String>,
+    /// `allow`, `flag`, `block` or `ban`.
+    pub decision: Option<String>,
+    pub cid: Option<String>,
+    pub received_after: Option<DateTime<Utc>>,
+    pub received_before: Option<DateTime<Utc>>,
+    /// Only decisions with a smaller id (the next page).
+    pub before_id: Option<i64>,
 }

@@ -9,9 +9,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::rows::parse_json;
 use super::{Db, Store, StoreError};
 use crate::domain::{Category, Scores};
 
@@ -54,7 +55,9 @@ macro_rules! newest {
 }
 
 /// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -87,12 +90,14 @@ impl FromStr for Role {
 }
 
 /// A stored API token (the secret itself is never stored).
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenRow {
     pub id: i64,
     pub name: String,
     pub role: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub token_hash: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -115,7 +120,7 @@ pub fn hash_token(secret: &str) -> String {
 }
 
 /// A review item's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReviewStatus {
     Open,
@@ -148,7 +153,7 @@ impl FromStr for ReviewStatus {
 }
 
 /// How a moderator resolved an item. `Remove` and `Ban` uphold chatguard's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Resolution {
     Approve,
@@ -266,42 +271,93 @@ impl ReviewItemRow {
         }
     }
 
-    /// The item as one JSON object, with the JSON columns expanded and an excerpt of the text.
+    /// The item as the API shows it, with the JSON columns expanded and an excerpt of the text.
+    pub fn view(&self) -> ReviewItemView {
+        ReviewItemView {
+            id: self.id,
+            message_id: self.message_id.clone(),
+            decision_id: self.decision_id,
+            first_decision_id: self.first_decision_id,
+            status: self.status.clone(),
+            category: self.category.clone(),
+            decision: self.decision.clone(),
+            scores: Scores {
+                toxicity: self.toxicity,
+                spam: self.spam,
+                explicit: self.explicit,
+            },
+            score: self.score,
+            text: self.text.clone(),
+            excerpt: crate::actions::email::excerpt(&self.text, EXCERPT_CHARS),
+            cid: self.cid.clone(),
+            user_id: self.user_id.clone(),
+            reasons: parse_json(&self.reasons),
+            rule_ids: self.rule_id_list(),
+            action_status: self.action_status.clone(),
+            flags: self.flags,
+            claimed_by: self.claimed_by.clone(),
+            claim_expires_at: self.claim_expires_at,
+            resolved_by: self.resolved_by.clone(),
+            resolution: self.resolution.clone(),
+            note: self.note.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            resolved_at: self.resolved_at,
+        }
+    }
+
+    /// [`ReviewItemRow::view`] as a JSON value.
     pub fn to_json(&self) -> serde_json::Value {
-        let parse =
-            |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
-        serde_json::json!({
-            "id": self.id,
-            "message_id": self.message_id,
-            "decision_id": self.decision_id,
-            "first_decision_id": self.first_decision_id,
-            "status": self.status,
-            "category": self.category,
-            "decision": self.decision,
-            "scores": {"toxicity": self.toxicity, "spam": self.spam, "explicit": self.explicit},
-            "score": self.score,
-            "text": self.text,
-            "excerpt": crate::actions::email::excerpt(&self.text, EXCERPT_CHARS),
-            "cid": self.cid,
-            "user_id": self.user_id,
-            "reasons": parse(&self.reasons),
-            "rule_ids": parse(&self.rule_ids),
-            "action_status": self.action_status,
-            "flags": self.flags,
-            "claimed_by": self.claimed_by,
-            "claim_expires_at": self.claim_expires_at,
-            "resolved_by": self.resolved_by,
-            "resolution": self.resolution,
-            "note": self.note,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "resolved_at": self.resolved_at,
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 }
 
+/// A review item as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ReviewItem)]
+pub struct ReviewItemView {
+    pub id: i64,
+    pub message_id: String,
+    /// The latest decision on the message.
+    pub decision_id: i64,
+    /// The decision that opened the item.
+    pub first_decision_id: i64,
+    /// `open`, `claimed` or `resolved`, as stored: a claim past `claim_expires_at` no longer
+    /// holds.
+    pub status: String,
+    /// The category with the highest score: `toxicity`, `spam` or `explicit`.
+    pub category: String,
+    /// The latest decision: `flag`, `block` or `ban`.
+    pub decision: String,
+    pub scores: Scores,
+    /// The highest of the three scores.
+    pub score: f64,
+    pub text: String,
+    /// The start of the text.
+    pub excerpt: String,
+    pub cid: Option<String>,
+    pub user_id: Option<String>,
+    /// The decision's reasons.
+    pub reasons: serde_json::Value,
+    pub rule_ids: Vec<String>,
+    /// What chatguard already did on Stream: `pending`, `done`, `failed`, `skipped`, `would_do`.
+    pub action_status: String,
+    /// How many decisions flagged the message.
+    pub flags: i64,
+    pub claimed_by: Option<String>,
+    pub claim_expires_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    /// `approve`, `remove`, `ban` or `dismiss`.
+    pub resolution: Option<String>,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
 /// The order of a review-item listing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum ReviewSort {
     #[default]
     Newest,
@@ -473,7 +529,7 @@ pub enum ResolveOutcome {
 }
 
 /// How moderators judged the items of one rule or category.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UpheldStats {
     /// Resolved items.
     pub reviewed: i64,
@@ -484,7 +540,7 @@ pub struct UpheldStats {
 }
 
 /// The queue at a glance.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReviewStats {
     /// Items not resolved, by category.
     pub open_by_category: BTreeMap<String, i64>,
@@ -510,26 +566,39 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
-    pub fn to_json(&self) -> serde_json::Value {
-        let parse =
-            |s: &String| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
-        serde_json::json!({
-            "id": self.id,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "before": self.before.as_ref().map(parse),
-            "after": self.after.as_ref().map(parse),
-            "at": self.at,
-        })
+    pub fn view(&self) -> AuditEntry {
+        AuditEntry {
+            id: self.id,
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            before: self.before.as_deref().map(parse_json),
+            after: self.after.as_deref().map(parse_json),
+            at: self.at,
+        }
     }
+}
+
+/// One audit-log entry as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// The name of the token that acted.
+    pub actor: String,
+    /// e.g. `review_item.resolve`, `user.unban`, `token.create`.
+    pub action: String,
+    /// e.g. `review_item:42`, `user:u-1`, `token:alice`.
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
 }
 
 /// A resolved item as tallied for stats: category, rule ids, resolution, created and resolved.
 type ResolvedItem = (String, String, String, DateTime<Utc>, DateTime<Utc>);
 
 /// A value bound to a listing query built at run time.
-enum Param {
+pub(super) enum Param {
     Text(String),
     Float(f64),
     Time(DateTime<Utc>),

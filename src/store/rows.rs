@@ -112,35 +112,80 @@ pub struct DecisionRow {
     pub alert_status: Option<String>,
 }
 
+/// Stored JSON text as a value (a string if it is not JSON).
+pub(crate) fn parse_json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
+}
+
+/// A decision as the API and `chatguard decisions --json` show it, JSON columns expanded.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Decision)]
+pub struct DecisionView {
+    pub id: i64,
+    pub event_id: i64,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub message_id: Option<String>,
+    pub cid: Option<String>,
+    pub user_id: Option<String>,
+    pub text: String,
+    pub scores: Scores,
+    /// Ids of the rules that matched.
+    pub matched_rules: serde_json::Value,
+    /// Why each score is what it is: rules, terms with offsets, signals, model features.
+    pub reasons: serde_json::Value,
+    /// `allow`, `flag`, `block` or `ban`.
+    pub decision: String,
+    pub policy_version: String,
+    /// The planned action.
+    pub action: serde_json::Value,
+    /// `pending`, `done`, `failed`, `skipped` or `would_do`.
+    pub action_status: String,
+    /// What each step did on Stream, once carried out.
+    pub action_result: Option<serde_json::Value>,
+    pub alert_status: Option<String>,
+    pub dry_run: bool,
+    pub worker: String,
+    pub received_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
+    pub latency_ms: i64,
+}
+
 impl DecisionRow {
-    /// The decision as one JSON object, with the JSON columns expanded.
+    pub fn view(&self) -> DecisionView {
+        DecisionView {
+            id: self.id,
+            event_id: self.event_id,
+            webhook_id: self.webhook_id.clone(),
+            event_type: self.event_type.clone(),
+            message_id: self.message_id.clone(),
+            cid: self.cid.clone(),
+            user_id: self.user_id.clone(),
+            text: self.text.clone(),
+            scores: Scores {
+                toxicity: self.toxicity,
+                spam: self.spam,
+                explicit: self.explicit,
+            },
+            matched_rules: parse_json(&self.matched_rules),
+            reasons: parse_json(&self.reasons),
+            decision: self.decision.clone(),
+            policy_version: self.policy_version.clone(),
+            action: parse_json(&self.action),
+            action_status: self.action_status.clone(),
+            action_result: self.action_result.as_deref().map(parse_json),
+            alert_status: self.alert_status.clone(),
+            dry_run: self.dry_run,
+            worker: self.worker.clone(),
+            received_at: self.received_at,
+            decided_at: self.decided_at,
+            latency_ms: (self.decided_at - self.received_at).num_milliseconds(),
+        }
+    }
+
+    /// [`DecisionRow::view`] as a JSON value.
     pub fn to_json(&self) -> serde_json::Value {
-        let parse =
-            |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_owned()));
-        serde_json::json!({
-            "id": self.id,
-            "event_id": self.event_id,
-            "webhook_id": self.webhook_id,
-            "event_type": self.event_type,
-            "message_id": self.message_id,
-            "cid": self.cid,
-            "user_id": self.user_id,
-            "text": self.text,
-            "scores": {"toxicity": self.toxicity, "spam": self.spam, "explicit": self.explicit},
-            "matched_rules": parse(&self.matched_rules),
-            "reasons": parse(&self.reasons),
-            "decision": self.decision,
-            "policy_version": self.policy_version,
-            "action": parse(&self.action),
-            "action_status": self.action_status,
-            "action_result": self.action_result.as_deref().map(parse),
-            "alert_status": self.alert_status,
-            "dry_run": self.dry_run,
-            "worker": self.worker,
-            "received_at": self.received_at,
-            "decided_at": self.decided_at,
-            "latency_ms": (self.decided_at - self.received_at).num_milliseconds(),
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 }
 

@@ -12,6 +12,7 @@ mod email;
 mod engine;
 mod executor;
 mod ingest;
+mod openapi;
 mod pipeline;
 mod review_api;
 mod review_store;

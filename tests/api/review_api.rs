@@ -10,18 +10,25 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::*;
+use crate::openapi::ApiDoc;
 use crate::stream_standin::StreamStandin;
 
 struct Stack {
     app: TestApp,
     stream: StreamStandin,
+    /// Every answer is checked against the OpenAPI document.
+    doc: ApiDoc,
 }
 
 async fn stack(db: &TestDb) -> Stack {
     let stream = StreamStandin::start(API_KEY, SECRET).await;
     let base = stream.base_url();
     let app = TestApp::spawn(config(&db.url, &[("STREAM_BASE_URL", base.as_str())])).await;
-    Stack { app, stream }
+    Stack {
+        app,
+        stream,
+        doc: ApiDoc::generated(),
+    }
 }
 
 impl Stack {
@@ -78,7 +85,7 @@ impl Stack {
         let mut req = self
             .app
             .client
-            .request(method, format!("{}/api/v1{path}", self.app.url));
+            .request(method.clone(), format!("{}/api/v1{path}", self.app.url));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -88,6 +95,12 @@ impl Stack {
         let res = req.send().await.unwrap();
         let status = res.status();
         let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        if let Err(e) = self
+            .doc
+            .check(&method, &format!("/api/v1{path}"), status, &body)
+        {
+            panic!("the answer does not match the OpenAPI document: {e}\n{body}");
+        }
         (status, body)
     }
 
@@ -112,10 +125,8 @@ fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_checks_tokens_roles_ids_and_input() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn every_route_checks_tokens_roles_ids_and_input(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let id = s.item("m-auth", "u-auth").await;
     let viewer = s.token("vera", Role::Viewer).await;
     let moderator = s.token("mo", Role::Moderator).await;
@@ -235,13 +246,14 @@ async fn every_route_checks_tokens_roles_ids_and_input() {
         "open"
     );
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    every_route_checks_tokens_roles_ids_and_input_on,
+    every_route_checks_tokens_roles_ids_and_input
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listing_filters_and_pages_with_a_cursor() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn listing_filters_and_pages_with_a_cursor(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let viewer = s.token("vera", Role::Viewer).await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -288,13 +300,14 @@ async fn listing_filters_and_pages_with_a_cursor() {
     }
     assert_eq!(seen, ids, "oldest first, each once");
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    listing_filters_and_pages_with_a_cursor_on,
+    listing_filters_and_pages_with_a_cursor
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_of_two_racing_claims_wins_and_claims_are_audited() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn one_of_two_racing_claims_wins_and_claims_are_audited(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let id = s.item("m-race", "u-race").await;
     let ann = s.token("ann", Role::Moderator).await;
     let bob = s.token("bob", Role::Admin).await;
@@ -369,8 +382,11 @@ async fn one_of_two_racing_claims_wins_and_claims_are_audited() {
             .any(|a| a.action == "review_item.release" && a.actor == winner)
     );
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    one_of_two_racing_claims_wins_and_claims_are_audited_on,
+    one_of_two_racing_claims_wins_and_claims_are_audited
+);
 
 async fn a_repeated_remove_deletes_once(db: &TestDb, _: Backend) {
     let s = stack(db).await;
@@ -430,10 +446,8 @@ async fn a_repeated_remove_deletes_once(db: &TestDb, _: Backend) {
 }
 both_backends!(repeated_remove, a_repeated_remove_deletes_once);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approve_unflags_ban_bans_and_dismiss_calls_nothing() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn approve_unflags_ban_bans_and_dismiss_calls_nothing(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let mo = s.token("mo", Role::Moderator).await;
     let ok = s.item("m-ok", "u-ok").await;
     let bad = s.item("m-ban", "u-ban").await;
@@ -481,12 +495,13 @@ async fn approve_unflags_ban_bans_and_dismiss_calls_nothing() {
     assert_eq!(dismissed["outcome"]["calls"], json!([]));
     assert_eq!(s.stream.calls().len(), before);
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    approve_unflags_ban_bans_and_dismiss_calls_nothing_on,
+    approve_unflags_ban_bans_and_dismiss_calls_nothing
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_resolves_without_calling_stream() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+async fn dry_run_resolves_without_calling_stream(db: &TestDb, _: Backend) {
     let stream = StreamStandin::start(API_KEY, SECRET).await;
     let base = stream.base_url();
     let env: Vec<(String, String)> = [
@@ -515,7 +530,11 @@ async fn dry_run_resolves_without_calling_stream() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let s = Stack { app, stream };
+    let s = Stack {
+        app,
+        stream,
+        doc: ApiDoc::generated(),
+    };
     let id = s.item_of("u-dry").await;
     let mo = s.token("mo", Role::Moderator).await;
     let (status, got) = s
@@ -530,12 +549,13 @@ async fn dry_run_resolves_without_calling_stream() {
     assert_eq!(got["item"]["status"], "resolved");
     assert!(s.stream.calls().is_empty(), "{:?}", s.stream.calls());
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    dry_run_resolves_without_calling_stream_on,
+    dry_run_resolves_without_calling_stream
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approving_a_blocked_message_clears_its_strike() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+async fn approving_a_blocked_message_clears_its_strike(db: &TestDb, _: Backend) {
     let stream = StreamStandin::start(API_KEY, SECRET).await;
     let base = stream.base_url();
     let app = TestApp::spawn(config(
@@ -546,7 +566,11 @@ async fn approving_a_blocked_message_clears_its_strike() {
         ],
     ))
     .await;
-    let s = Stack { app, stream };
+    let s = Stack {
+        app,
+        stream,
+        doc: ApiDoc::generated(),
+    };
     let mo = s.token("mo", Role::Moderator).await;
     let r = s
         .app
@@ -582,8 +606,11 @@ async fn approving_a_blocked_message_clears_its_strike() {
     assert_eq!(page["decision"]["message_id"], "m-strike", "{page}");
     assert_eq!(page["history"].as_array().map(Vec::len), Some(1), "{page}");
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    approving_a_blocked_message_clears_its_strike_on,
+    approving_a_blocked_message_clears_its_strike
+);
 
 impl Stack {
     async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -607,21 +634,22 @@ impl Stack {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = res.text().await.unwrap();
-        let lines = if status == 200 {
+        let lines: Vec<Value> = if status == 200 {
             text.lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect()
         } else {
             Vec::new()
         };
+        for line in &lines {
+            self.doc.check_schema("LabelLine", line).unwrap();
+        }
         (status, ctype, lines)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_routes_check_tokens_roles_ids_and_input() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn new_routes_check_tokens_roles_ids_and_input(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let viewer = s.token("vera", Role::Viewer).await;
     let mo = s.token("mo", Role::Moderator).await;
     let admin = s.token("ada", Role::Admin).await;
@@ -732,13 +760,14 @@ async fn new_routes_check_tokens_roles_ids_and_input() {
         "conflict",
     );
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    new_routes_check_tokens_roles_ids_and_input_on,
+    new_routes_check_tokens_roles_ids_and_input
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_resolve_then_stats_export_and_decisions() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn bulk_resolve_then_stats_export_and_decisions(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let mo = s.token("mo", Role::Moderator).await;
     let other = s.token("other", Role::Moderator).await;
     let viewer = s.token("vera", Role::Viewer).await;
@@ -771,11 +800,11 @@ async fn bulk_resolve_then_stats_export_and_decisions() {
     assert_eq!(statuses, [json!(200), json!(404), json!(200), json!(409)]);
     let ids: Vec<_> = results.iter().map(|r| r["id"].clone()).collect();
     assert_eq!(ids, [json!(a), json!(999_999), json!(b), json!(held)]);
-    assert_eq!(results[0]["item"]["resolution"], "remove");
-    assert_eq!(results[0]["item"]["note"], "bulk");
+    assert_eq!(results[0]["result"]["item"]["resolution"], "remove");
+    assert_eq!(results[0]["result"]["item"]["note"], "bulk");
     assert_eq!(results[1]["error"]["code"], "not_found");
     assert_eq!(results[3]["error"]["code"], "conflict");
-    assert!(results[3].get("item").is_none());
+    assert!(results[3].get("result").is_none());
     assert_eq!(s.stream.calls_to("/messages/m-b1").len(), 1);
     assert!(s.stream.calls_to("/messages/m-b3").is_empty());
 
@@ -826,13 +855,14 @@ async fn bulk_resolve_then_stats_export_and_decisions() {
     let (_, got) = s.get("/decisions?limit=2", Some(&viewer)).await;
     assert_eq!(got["decisions"].as_array().map(Vec::len), Some(2), "{got}");
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    bulk_resolve_then_stats_export_and_decisions_on,
+    bulk_resolve_then_stats_export_and_decisions
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unban_calls_stream_once_and_lifts_the_ban() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn unban_calls_stream_once_and_lifts_the_ban(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let mo = s.token("mo", Role::Moderator).await;
     let admin = s.token("ada", Role::Admin).await;
     s.item("m-ub", "u-ub").await;
@@ -884,13 +914,14 @@ async fn unban_calls_stream_once_and_lifts_the_ban() {
         "{older}"
     );
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    unban_calls_stream_once_and_lifts_the_ban_on,
+    unban_calls_stream_once_and_lifts_the_ban
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_created_token_works_until_revoked() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let s = stack(&db).await;
+async fn a_created_token_works_until_revoked(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
     let admin = s.token("ada", Role::Admin).await;
     let (status, made) = s
         .post(
@@ -940,5 +971,172 @@ async fn a_created_token_works_until_revoked() {
         ]
     );
     s.app.stop().await;
-    db.cleanup().await;
 }
+both_backends!(
+    a_created_token_works_until_revoked_on,
+    a_created_token_works_until_revoked
+);
+
+async fn claim_ttl_and_bulk_limit_come_from_the_configuration(db: &TestDb, _: Backend) {
+    let stream = StreamStandin::start(API_KEY, SECRET).await;
+    let base = stream.base_url();
+    let app = TestApp::spawn(config(
+        &db.url,
+        &[
+            ("STREAM_BASE_URL", base.as_str()),
+            ("CHATGUARD_REVIEW__CLAIM_TTL_SECS", "30"),
+            ("CHATGUARD_REVIEW__BULK_MAX", "2"),
+        ],
+    ))
+    .await;
+    let s = Stack {
+        app,
+        stream,
+        doc: ApiDoc::generated(),
+    };
+    let mo = s.token("mo", Role::Moderator).await;
+    let a = s.item("m-ttl1", "u-ttl1").await;
+    let b = s.item("m-ttl2", "u-ttl2").await;
+    let c = s.item("m-ttl3", "u-ttl3").await;
+
+    let before = Utc::now();
+    let (status, got) = s
+        .post(&format!("/review-items/{a}/claim"), Some(&mo), json!({}))
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let until: chrono::DateTime<Utc> = got["item"]["claim_expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ttl = (until - before).num_milliseconds();
+    assert!((29_000..=31_000).contains(&ttl), "claim holds {ttl} ms");
+
+    let three = s
+        .post(
+            "/review-items/bulk-resolve",
+            Some(&mo),
+            json!({"ids": [a, b, c], "resolution": "dismiss"}),
+        )
+        .await;
+    assert_error(&three, 400, "bad_request");
+    assert!(
+        three.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("review.bulk_max"),
+        "{}",
+        three.1
+    );
+    let (status, two) = s
+        .post(
+            "/review-items/bulk-resolve",
+            Some(&mo),
+            json!({"ids": [b, c], "resolution": "dismiss"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let statuses: Vec<_> = two["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [Some(200), Some(200)]);
+    s.app.stop().await;
+}
+both_backends!(
+    review_settings,
+    claim_ttl_and_bulk_limit_come_from_the_configuration
+);
+
+async fn the_decision_log_filters_and_pages_in_the_store(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
+    let viewer = s.token("vera", Role::Viewer).await;
+    for (m, u, text) in [
+        ("m-d1", "u-d1", "hello friends, good game"),
+        ("m-d2", "u-d2", "what an idiot"),
+        ("m-d3", "u-d3", "kys you worthless idiot"),
+        ("m-d4", "u-d4", "what an idiot"),
+    ] {
+        let r = s
+            .app
+            .post_webhook(&message_new(m, u, text), &format!("w-{m}"))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let store = s.app.store().clone();
+    eventually(Duration::from_secs(20), "four decisions", move || {
+        let store = store.clone();
+        async move { (store.recent_decisions(10).await.ok()?.len() == 4).then_some(()) }
+    })
+    .await;
+
+    let page = |query: &str| {
+        let path = format!("/decisions?{query}");
+        let viewer = viewer.clone();
+        let s = &s;
+        async move {
+            let (status, body) = s.get(&path, Some(&viewer)).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+    // Sorted: the worker may decide the four in any order.
+    let users = |body: &Value| -> Vec<String> {
+        let mut users: Vec<String> = body["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        users.sort();
+        users
+    };
+    assert_eq!(users(&page("decision=flag").await), ["u-d2", "u-d4"]);
+    assert_eq!(users(&page("decision=block&user=u-d3").await), ["u-d3"]);
+    assert_eq!(users(&page("decision=allow").await), ["u-d1"]);
+    assert!(users(&page("decision=flag&user=u-d3").await).is_empty());
+    assert_eq!(users(&page("channel=messaging:general").await).len(), 4);
+    assert!(users(&page("channel=messaging:other").await).is_empty());
+    let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let future = future.replace('+', "%2B");
+    assert!(users(&page(&format!("received_after={future}")).await).is_empty());
+    assert_eq!(
+        users(&page(&format!("received_before={future}")).await).len(),
+        4
+    );
+
+    // One at a time, newest first, each once.
+    let mut ids = Vec::new();
+    let mut query = "limit=1".to_owned();
+    loop {
+        let body = page(&query).await;
+        ids.extend(
+            body["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_i64().unwrap()),
+        );
+        match body["next_before_id"].as_i64() {
+            Some(next) => query = format!("limit=1&before_id={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+
+    for bad in ["decision=maybe", "before_id=x", "received_after=today"] {
+        assert_error(
+            &s.get(&format!("/decisions?{bad}"), Some(&viewer)).await,
+            400,
+            "bad_request",
+        );
+    }
+    s.app.stop().await;
+}
+both_backends!(
+    decision_log,
+    the_decision_log_filters_and_pages_in_the_store
+);

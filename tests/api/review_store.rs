@@ -847,10 +847,10 @@ async fn audit_log_lists_newest_first_with_before_and_after(db: &TestDb, _: Back
     );
     assert_eq!(page[0].action, "token.revoke");
     assert_eq!(page[0].after, None);
-    let json = page[1].to_json();
-    assert_eq!(json["before"], before);
-    assert_eq!(json["after"], after);
-    assert_eq!(json["actor"], "alice");
+    let entry = page[1].view();
+    assert_eq!(entry.before, Some(before));
+    assert_eq!(entry.after, Some(after));
+    assert_eq!(entry.actor, "alice");
     let rest = store.list_audit(10, Some(ids[1])).await.unwrap();
     assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
     assert_eq!(rest[0].at, secs(0));
