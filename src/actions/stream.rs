@@ -147,7 +147,8 @@ impl StreamError {
         }
     }
 
-    fn is_not_found(&self) -> bool {
+    /// Stream's "does not exist" (404, code 16).
+    pub fn is_not_found(&self) -> bool {
         self.status() == Some(404) && self.code() == Some(CODE_NOT_FOUND)
     }
 

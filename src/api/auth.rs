@@ -27,6 +27,9 @@ pub enum ApiJsonError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Stream refused or could not be reached; nothing was changed.
+    #[error("{0}")]
+    StreamFailed(String),
     /// The cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -40,6 +43,7 @@ impl ApiJsonError {
             ApiJsonError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiJsonError::Conflict(_) => StatusCode::CONFLICT,
             ApiJsonError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiJsonError::StreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiJsonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,6 +63,7 @@ impl ApiJsonError {
             ApiJsonError::NotFound(_) => "not_found",
             ApiJsonError::Conflict(_) => "conflict",
             ApiJsonError::BadRequest(_) => "bad_request",
+            ApiJsonError::StreamFailed(_) => "stream_failed",
             ApiJsonError::Internal(_) => "internal",
         }
     }

@@ -431,10 +431,13 @@ async fn carry_out(
     let hard = body.hard.unwrap_or(config.actions.delete != "soft");
     let mut calls = Vec::new();
     match body.resolution {
-        Resolution::Approve => {
-            client.unflag_message(&row.message_id, bot).await?;
-            calls.push("unflag_message");
-        }
+        Resolution::Approve => match client.unflag_message(&row.message_id, bot).await {
+            Ok(()) => calls.push("unflag_message"),
+            // Deleted already (a block, or by someone else): nothing left to unflag, and the
+            // approval still clears the strike.
+            Err(e) if e.is_not_found() => calls.push("unflag_message: the message is gone"),
+            Err(e) => return Err(e),
+        },
         Resolution::Remove => {
             client
                 .delete_message(&row.message_id, hard, Some(bot))
@@ -472,8 +475,8 @@ async fn carry_out(
 ///
 /// The item is resolved in the store first, so that of two racing or repeated requests only
 /// one resolves it and calls Stream; a repeat answers 200 with `already_resolved` and calls
-/// nothing. A Stream failure therefore leaves the item resolved, with the failure in
-/// `outcome` and in the audit row.
+/// nothing. If Stream does not carry it out, the item is put back as it was and the answer is
+/// 502, so the moderator can try again.
 #[utoipa::path(post, path = "/review-items/{id}/resolve", tag = "review",
     params(("id" = i64, Path, description = "Review item id")),
     request_body = ResolveBody,
@@ -484,6 +487,7 @@ async fn carry_out(
         (status = 403, description = "Viewers cannot resolve", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
         (status = 409, description = "Another moderator holds a claim on it", body = ErrorBody),
+        (status = 502, description = "Stream refused or was unreachable; the item is as it was", body = ErrorBody),
     ))]
 async fn resolve(
     auth: Auth,
@@ -540,6 +544,9 @@ async fn resolve_one(
         Some(client) => Some(carry_out(client, &state.config, &row, body).await),
         None => None,
     };
+    if let Some(Err(e)) = &result {
+        return Err(reopen(state, auth, &before, now, e).await);
+    }
     let outcome = StreamOutcome::from_result(result);
     // The message was fine: the strike its decision gave no longer counts.
     let strike_cleared = body.resolution == Resolution::Approve
@@ -562,6 +569,46 @@ async fn resolve_one(
         )
         .await?;
     Ok(done)
+}
+
+/// Stream did not carry a resolution out: the item goes back to how it was (so the moderator
+/// can try again, and a retry is not mistaken for a repeat), the attempt is audited, and the
+/// caller gets 502 with Stream's error.
+async fn reopen(
+    state: &ReviewState,
+    auth: &Auth,
+    before: &ReviewItemRow,
+    resolved_at: DateTime<Utc>,
+    error: &StreamError,
+) -> ApiJsonError {
+    let reopened = state
+        .store
+        .reopen_review_item(before, &auth.token_name, resolved_at, Utc::now())
+        .await;
+    let after = json!({
+        "outcome": StreamOutcome::failed(error.to_string()),
+        "reopened": matches!(reopened, Ok(Some(_))),
+    });
+    if let Err(e) = state
+        .store
+        .insert_audit(
+            &auth.token_name,
+            "review_item.resolve_failed",
+            &target(before.id),
+            Some(&snapshot(&before.view())),
+            Some(&after),
+            resolved_at,
+        )
+        .await
+    {
+        tracing::error!(error = %e, item = before.id, "could not audit a failed resolution");
+    }
+    match reopened {
+        Ok(_) => ApiJsonError::StreamFailed(format!(
+            "Stream did not carry the resolution out ({error}); the item is as it was, try again"
+        )),
+        Err(e) => e.into(),
+    }
 }
 
 /// Body of `POST /review-items/bulk-resolve`.
@@ -615,7 +662,11 @@ async fn bulk_resolve(
                 result: Some(done),
                 error: None,
             },
-            Err(e @ (ApiJsonError::NotFound(_) | ApiJsonError::Conflict(_))) => BulkEntry {
+            Err(
+                e @ (ApiJsonError::NotFound(_)
+                | ApiJsonError::Conflict(_)
+                | ApiJsonError::StreamFailed(_)),
+            ) => BulkEntry {
                 id,
                 status: e.status().as_u16(),
                 result: None,

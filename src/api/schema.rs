@@ -15,7 +15,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `unauthorized`, `forbidden`, `not_found`, `conflict`, `bad_request` or `internal`.
+    /// `unauthorized`, `forbidden`, `not_found`, `conflict`, `bad_request`, `stream_failed` or
+    /// `internal`.
     pub code: String,
     pub message: String,
 }
@@ -47,7 +48,8 @@ pub struct ItemBody {
 /// What a moderator's action did on Stream.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StreamOutcome {
-    /// `ok`, `failed`, or `skipped` (dry-run: no Stream credentials).
+    /// `ok`, `failed` (unban only: a failed resolution answers 502), or `skipped` (dry-run: no
+    /// Stream credentials).
     pub status: String,
     /// The Stream calls made, when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,11 +82,16 @@ impl StreamOutcome {
                 calls: Some(calls.into_iter().map(str::to_owned).collect()),
                 ..empty
             },
-            Some(Err(e)) => StreamOutcome {
-                status: "failed".into(),
-                error: Some(e.to_string()),
-                ..empty
-            },
+            Some(Err(e)) => StreamOutcome::failed(e.to_string()),
+        }
+    }
+
+    pub fn failed(error: String) -> Self {
+        StreamOutcome {
+            status: "failed".into(),
+            calls: None,
+            error: Some(error),
+            reason: None,
         }
     }
 }
@@ -95,7 +102,7 @@ pub struct ResolveResult {
     pub item: ReviewItemView,
     /// True when the item was resolved before: nothing was done again.
     pub already_resolved: bool,
-    /// What the resolution did on Stream; absent when `already_resolved`.
+    /// What the resolution did on Stream (`ok` or `skipped`); absent when `already_resolved`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<StreamOutcome>,
     /// On `approve`: whether a strike the decision gave was cleared; absent when
@@ -108,7 +115,7 @@ pub struct ResolveResult {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BulkEntry {
     pub id: i64,
-    /// 200, 404 or 409.
+    /// 200, 404, 409 or 502.
     pub status: u16,
     /// The result, when `status` is 200.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -982,6 +982,36 @@ impl Store {
         )))
     }
 
+    /// Undoes a resolution that could not be carried out on Stream: the item gets back the
+    /// status, claim and note it had in `before`, so it can be resolved again. Only the
+    /// resolution `moderator` made at `resolved_at` is undone; None if it is not the current one.
+    pub async fn reopen_review_item(
+        &self,
+        before: &ReviewItemRow,
+        moderator: &str,
+        resolved_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ReviewItemRow>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(concat!(
+            "update review_items
+             set status = $4, claimed_by = $5, claim_expires_at = $6, note = $7,
+                 resolved_by = null, resolution = null, resolved_at = null, updated_at = $8
+             where id = $1 and status = 'resolved' and resolved_by = $2 and resolved_at = $3
+             returning ",
+            review_columns!()
+        ))
+        .bind(before.id)
+        .bind(moderator)
+        .bind(resolved_at)
+        .bind(&before.status)
+        .bind(&before.claimed_by)
+        .bind(before.claim_expires_at)
+        .bind(&before.note)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?))
+    }
+
     /// Appends to the audit log; returns the entry's id.
     pub async fn insert_audit(
         &self,

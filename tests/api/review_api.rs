@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::helpers::*;
 use crate::openapi::ApiDoc;
-use crate::stream_standin::StreamStandin;
+use crate::stream_standin::{Op, Scripted, StreamStandin};
 
 struct Stack {
     app: TestApp,
@@ -174,13 +174,24 @@ async fn every_route_checks_tokens_roles_ids_and_input(db: &TestDb, _: Backend) 
         .unwrap();
     assert_eq!(res.status(), 401);
 
-    for path in ["/review-items/999999", "/review-items/999999/claim"] {
-        let got = if path.ends_with("claim") {
-            s.post(path, Some(&moderator), json!({})).await
-        } else {
+    for path in [
+        "/review-items/999999",
+        "/review-items/999999/claim",
+        "/review-items/999999/release",
+    ] {
+        let got = if path.ends_with("999999") {
             s.get(path, Some(&moderator)).await
+        } else {
+            s.post(path, Some(&moderator), json!({})).await
         };
         assert_error(&got, 404, "not_found");
+    }
+    for path in ["/review-items/abc/claim", "/review-items/abc/release"] {
+        assert_error(
+            &s.post(path, Some(&moderator), json!({})).await,
+            400,
+            "bad_request",
+        );
     }
     assert_error(
         &s.post(
@@ -599,6 +610,12 @@ async fn approving_a_blocked_message_clears_its_strike(db: &TestDb, _: Backend) 
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["strike_cleared"], true, "{body}");
+    // The block deleted it, so there is nothing to unflag.
+    assert_eq!(
+        body["outcome"]["calls"],
+        json!(["unflag_message: the message is gone"]),
+        "{body}"
+    );
     assert_eq!(strikes().await, 0);
     // The item page shows the decision and the user's history.
     let (status, page) = s.get(&format!("/review-items/{id}"), Some(&mo)).await;
@@ -1139,4 +1156,52 @@ async fn the_decision_log_filters_and_pages_in_the_store(db: &TestDb, _: Backend
 both_backends!(
     decision_log,
     the_decision_log_filters_and_pages_in_the_store
+);
+
+async fn a_resolution_stream_refuses_can_be_tried_again(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
+    let id = s.item("m-retry", "u-retry").await;
+    let mo = s.token("mo", Role::Moderator).await;
+    let (status, _) = s
+        .post(&format!("/review-items/{id}/claim"), Some(&mo), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    s.stream.push_scripted(
+        Op::DeleteMessage,
+        Scripted::stream_error(500, -1, "internal"),
+        1,
+    );
+    let path = format!("/review-items/{id}/resolve");
+    let body = json!({"resolution": "remove", "note": "spam"});
+    let failed = s.post(&path, Some(&mo), body.clone()).await;
+    assert_error(&failed, 502, "stream_failed");
+    // As it was: still claimed by the moderator, not resolved.
+    let item = s.app.store().get_review_item(id).await.unwrap();
+    assert_eq!(item.status, "claimed");
+    assert_eq!(item.claimed_by.as_deref(), Some("mo"));
+    assert_eq!(item.resolution, None);
+    assert_eq!(item.resolved_at, None);
+    let audit = s.app.store().list_audit(10, None).await.unwrap();
+    assert_eq!(audit[0].action, "review_item.resolve_failed", "{audit:?}");
+    let after: Value = serde_json::from_str(audit[0].after.as_deref().unwrap()).unwrap();
+    assert_eq!(after["reopened"], true);
+    assert_eq!(after["outcome"]["status"], "failed");
+
+    // Stream is back: the same request now resolves and deletes.
+    let (status, done) = s.post(&path, Some(&mo), body).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["already_resolved"], false);
+    assert_eq!(done["outcome"]["status"], "ok");
+    let deletes: Vec<_> = s
+        .stream
+        .calls_to("/messages/m-retry")
+        .into_iter()
+        .filter(|c| c.method == Method::DELETE)
+        .collect();
+    assert_eq!(deletes.len(), 2, "one refused, one done: {deletes:?}");
+    s.app.stop().await;
+}
+both_backends!(
+    stream_refusal,
+    a_resolution_stream_refuses_can_be_tried_again
 );
