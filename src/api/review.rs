@@ -25,8 +25,8 @@ use utoipa_axum::routes;
 use super::auth::{ApiJsonError, Auth};
 use super::schema::{
     AuditPage, BulkEntry, BulkResult, DecisionPage, ErrorBody, ItemBody, LabelLine, NewTokenResult,
-    ResolveResult, ReviewItemDetail, ReviewItemPage, RevokeResult, StreamOutcome, TokenList,
-    UnbanResult, UserPage,
+    ResolveResult, ReviewItemDetail, ReviewItemPage, RevokeResult, Standing, StreamOutcome,
+    TokenList, UnbanResult, UserPage,
 };
 use crate::actions::stream::{BanRequest, StreamClient, StreamError};
 use crate::config::Config;
@@ -275,21 +275,33 @@ async fn show(
         .decision_by_id(row.decision_id)
         .await?
         .map(|d| d.view());
-    let history = match &row.user_id {
-        Some(user) => state
-            .store
-            .decisions_for_user(user, HISTORY_LEN)
-            .await?
-            .iter()
-            .map(|d| d.view())
-            .collect(),
-        None => Vec::new(),
-    };
+    let user = row.user_id.as_deref().unwrap_or_default();
+    let history = state
+        .store
+        .decisions_for_user(user, HISTORY_LEN)
+        .await?
+        .iter()
+        .map(|d| d.view())
+        .collect();
     Ok(Json(ReviewItemDetail {
         item: row.view(),
         decision,
         history,
+        standing: standing(&state.store, user).await?,
     }))
+}
+
+/// The user's strike and ban counts and latest rows.
+async fn standing(store: &Store, user: &str) -> Result<Standing, ApiJsonError> {
+    let (active_strikes, previous_bans, banned) = store.user_standing(user, Utc::now()).await?;
+    let (strikes, bans) = store.strikes_and_bans(user, HISTORY_LEN).await?;
+    Ok(Standing {
+        active_strikes,
+        previous_bans,
+        banned,
+        strikes,
+        bans,
+    })
 }
 
 fn target(id: i64) -> String {
@@ -697,8 +709,8 @@ async fn user_page(
 ) -> Result<Json<UserPage>, ApiJsonError> {
     auth.require(Role::Viewer)?;
     let decisions = state.store.decisions_for_user(&user, HISTORY_LEN).await?;
-    let (strikes, previous_bans, banned) = state.store.user_standing(&user, Utc::now()).await?;
-    if decisions.is_empty() && strikes == 0 && previous_bans == 0 && !banned {
+    let standing = standing(&state.store, &user).await?;
+    if decisions.is_empty() && standing.strikes.is_empty() && standing.bans.is_empty() {
         return Err(ApiJsonError::NotFound(format!(
             "nothing is recorded about user {user:?}"
         )));
@@ -706,9 +718,7 @@ async fn user_page(
     Ok(Json(UserPage {
         user_id: user,
         decisions: decisions.iter().map(|d| d.view()).collect(),
-        active_strikes: strikes,
-        previous_bans,
-        banned,
+        standing,
     }))
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::actions::stream::StreamError;
-use crate::store::{AuditEntry, DecisionView, ReviewItemView, TokenRow};
+use crate::store::{AuditEntry, BanRow, DecisionView, ReviewItemView, StrikeRow, TokenRow};
 
 /// Every `/api/` error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,6 +37,23 @@ pub struct ReviewItemDetail {
     pub decision: Option<DecisionView>,
     /// The user's latest decisions, newest first.
     pub history: Vec<DecisionView>,
+    /// The user's strikes and bans, newest first.
+    pub standing: Standing,
+}
+
+/// A user's strikes and bans.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Standing {
+    /// Strikes inside the escalation window, not cleared by a moderator.
+    pub active_strikes: i64,
+    /// Bans chatguard gave before.
+    pub previous_bans: i64,
+    /// Whether a ban is in force.
+    pub banned: bool,
+    /// Latest strikes, cleared and expired ones included.
+    pub strikes: Vec<StrikeRow>,
+    /// Latest bans, lifted and expired ones included.
+    pub bans: Vec<BanRow>,
 }
 
 /// An item after a claim or a release.
@@ -137,12 +154,8 @@ pub struct UserPage {
     pub user_id: String,
     /// Latest decisions, newest first.
     pub decisions: Vec<DecisionView>,
-    /// Strikes inside the escalation window, not cleared by a moderator.
-    pub active_strikes: i64,
-    /// Bans chatguard gave before.
-    pub previous_bans: i64,
-    /// Whether a ban is in force.
-    pub banned: bool,
+    #[serde(flatten)]
+    pub standing: Standing,
 }
 
 /// `POST /users/{id}/unban`.

@@ -22,7 +22,8 @@ pub use review::{
     ReviewStats, ReviewStatus, Role, TokenRow, UpheldStats, hash_token, top_category,
 };
 pub use rows::{
-    Attempt, DeadLetterRow, DecisionRow, DecisionView, EventRow, NewDecision, NewEvent, Outcome,
+    Attempt, BanRow, DeadLetterRow, DecisionRow, DecisionView, EventRow, NewDecision, NewEvent,
+    Outcome, StrikeRow,
 };
 pub use sqlite::JobsWake;
 
@@ -656,6 +657,33 @@ impl Store {
             .fetch_optional(pool)
             .await?),
         )
+    }
+
+    /// A user's latest strikes and bans, newest first.
+    pub async fn strikes_and_bans(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<(Vec<StrikeRow>, Vec<BanRow>), StoreError> {
+        Ok(on_pool!(&self.reads, pool => {
+            let strikes = sqlx::query_as(
+                "select id, decision_id, created_at, expires_at, cleared_at from strikes
+                 where user_id = $1 order by id desc limit $2",
+            )
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let bans = sqlx::query_as(
+                "select id, source, decision_id, reason, started_at, until, lifted_at from bans
+                 where user_id = $1 order by id desc limit $2",
+            )
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            (strikes, bans)
+        }))
     }
 
     /// A user's latest decisions, newest first.

@@ -202,3 +202,30 @@ pub struct DeadLetterRow {
     pub retried_at: Option<DateTime<Utc>>,
     pub retry_count: i64,
 }
+
+/// A strike: a blocked message counts towards a ban until `expires_at`, unless a moderator
+/// cleared it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = Strike)]
+pub struct StrikeRow {
+    pub id: i64,
+    pub decision_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub cleared_at: Option<DateTime<Utc>>,
+}
+
+/// A ban, chatguard's or one Stream told us about.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = Ban)]
+pub struct BanRow {
+    pub id: i64,
+    /// `chatguard` (the escalation ladder) or `stream` (a `user.banned` event).
+    pub source: String,
+    pub decision_id: Option<i64>,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// None: permanent.
+    pub until: Option<DateTime<Utc>>,
+    pub lifted_at: Option<DateTime<Utc>>,
+}

@@ -136,10 +136,9 @@ impl ApiDoc {
                 }
             }
         }
-        if let Some(all) = schema["allOf"].as_array() {
-            for s in all {
-                self.fits(s, v, at)?;
-            }
+        if schema.get("allOf").is_some() {
+            // One object described in parts (`#[serde(flatten)]`): fields may come from any part.
+            return self.fits(&self.merge_all_of(schema)?, v, at);
         }
         if let Some(values) = schema["enum"].as_array()
             && !values.contains(v)
@@ -186,7 +185,7 @@ impl ApiDoc {
                         Some(s) => self.fits(s, value, &field)?,
                         None if extra.is_object() => self.fits(extra, value, &field)?,
                         None if extra == &Value::Bool(true) || open => {}
-                        None if has_combinator(schema) => {}
+                        None if schema.get("oneOf").is_some() || schema.get("anyOf").is_some() => {}
                         None => return Err(format!("{field} is sent but not documented")),
                     }
                 }
@@ -201,6 +200,30 @@ impl ApiDoc {
             _ => {}
         }
         Ok(())
+    }
+
+    /// An `allOf` schema as one object schema: the parts' properties and required fields.
+    fn merge_all_of(&self, schema: &Value) -> Result<Value, String> {
+        let mut properties = serde_json::Map::new();
+        let mut required = Vec::new();
+        let mut own = schema.clone();
+        let parts = own
+            .as_object_mut()
+            .and_then(|o| o.remove("allOf"))
+            .unwrap_or_default();
+        for part in parts.as_array().into_iter().flatten().chain([&own]) {
+            let mut part = self.resolve(part)?.clone();
+            if part.get("allOf").is_some() {
+                part = self.merge_all_of(&part)?;
+            }
+            if let Some(p) = part["properties"].as_object() {
+                properties.extend(p.clone());
+            }
+            if let Some(r) = part["required"].as_array() {
+                required.extend(r.iter().cloned());
+            }
+        }
+        Ok(json!({"type": "object", "properties": properties, "required": required}))
     }
 
     /// Every `$ref` in the document, wherever it is.
@@ -221,12 +244,6 @@ impl ApiDoc {
         walk(&self.doc, &mut out);
         out
     }
-}
-
-fn has_combinator(schema: &Value) -> bool {
-    ["oneOf", "anyOf", "allOf"]
-        .iter()
-        .any(|k| schema.get(*k).is_some())
 }
 
 /// A value of the parameter's schema that the server accepts.
@@ -440,6 +457,16 @@ fn the_checker_refuses_undocumented_fields_statuses_and_routes() {
         doc.check(&Method::PUT, item_path, StatusCode::OK, &Value::Null)
             .is_err()
     );
+    // A body in parts (`#[serde(flatten)]`): fields from every part, and only those.
+    let page = json!({"user_id": "u", "decisions": [], "active_strikes": 0, "previous_bans": 0,
+                      "banned": false, "strikes": [], "bans": []});
+    doc.check_schema("UserPage", &page).unwrap();
+    let mut extra = page.clone();
+    extra["karma"] = json!(1);
+    assert!(doc.check_schema("UserPage", &extra).is_err());
+    let mut missing = page.clone();
+    missing.as_object_mut().unwrap().remove("banned");
+    assert!(doc.check_schema("UserPage", &missing).is_err());
     // A literal segment wins over a parameter.
     let (template, _) = doc
         .operation(&Method::POST, "/api/v1/review-items/bulk-resolve")

@@ -622,6 +622,10 @@ async fn approving_a_blocked_message_clears_its_strike(db: &TestDb, _: Backend) 
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["decision"]["message_id"], "m-strike", "{page}");
     assert_eq!(page["history"].as_array().map(Vec::len), Some(1), "{page}");
+    let strikes = page["standing"]["strikes"].as_array().unwrap();
+    assert_eq!(strikes.len(), 1, "{page}");
+    assert!(strikes[0]["cleared_at"].is_string(), "cleared: {page}");
+    assert_eq!(page["standing"]["active_strikes"], 0);
     s.app.stop().await;
 }
 both_backends!(
@@ -913,6 +917,11 @@ async fn unban_calls_stream_once_and_lifts_the_ban(db: &TestDb, _: Backend) {
 
     let (_, page) = s.get("/users/u-ub", Some(&mo)).await;
     assert_eq!(page["banned"], false, "{page}");
+    let bans = page["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 1, "{page}");
+    assert_eq!(bans[0]["source"], "stream");
+    assert_eq!(bans[0]["reason"], "spam");
+    assert!(bans[0]["lifted_at"].is_string(), "lifted: {page}");
     let (status, log) = s.get("/audit-log?limit=1", Some(&admin)).await;
     assert_eq!(status, 200, "{log}");
     assert_eq!(log["entries"][0]["action"], "user.unban", "{log}");
