@@ -21,9 +21,16 @@ struct Stack {
 }
 
 async fn stack(db: &TestDb) -> Stack {
+    stack_with(db, &[]).await
+}
+
+/// A stack whose app also gets `env` (configuration overrides).
+async fn stack_with(db: &TestDb, env: &[(&str, &str)]) -> Stack {
     let stream = StreamStandin::start(API_KEY, SECRET).await;
     let base = stream.base_url();
-    let app = TestApp::spawn(config(&db.url, &[("STREAM_BASE_URL", base.as_str())])).await;
+    let mut vars = vec![("STREAM_BASE_URL", base.as_str())];
+    vars.extend_from_slice(env);
+    let app = TestApp::spawn(config(&db.url, &vars)).await;
     Stack {
         app,
         stream,
@@ -567,21 +574,7 @@ both_backends!(
 );
 
 async fn approving_a_blocked_message_clears_its_strike(db: &TestDb, _: Backend) {
-    let stream = StreamStandin::start(API_KEY, SECRET).await;
-    let base = stream.base_url();
-    let app = TestApp::spawn(config(
-        &db.url,
-        &[
-            ("STREAM_BASE_URL", base.as_str()),
-            ("CHATGUARD_REVIEW__INCLUDE_BLOCKS", "true"),
-        ],
-    ))
-    .await;
-    let s = Stack {
-        app,
-        stream,
-        doc: ApiDoc::generated(),
-    };
+    let s = stack_with(db, &[("CHATGUARD_REVIEW__INCLUDE_BLOCKS", "true")]).await;
     let mo = s.token("mo", Role::Moderator).await;
     let r = s
         .app
@@ -1004,22 +997,14 @@ both_backends!(
 );
 
 async fn claim_ttl_and_bulk_limit_come_from_the_configuration(db: &TestDb, _: Backend) {
-    let stream = StreamStandin::start(API_KEY, SECRET).await;
-    let base = stream.base_url();
-    let app = TestApp::spawn(config(
-        &db.url,
+    let s = stack_with(
+        db,
         &[
-            ("STREAM_BASE_URL", base.as_str()),
             ("CHATGUARD_REVIEW__CLAIM_TTL_SECS", "30"),
             ("CHATGUARD_REVIEW__BULK_MAX", "2"),
         ],
-    ))
+    )
     .await;
-    let s = Stack {
-        app,
-        stream,
-        doc: ApiDoc::generated(),
-    };
     let mo = s.token("mo", Role::Moderator).await;
     let a = s.item("m-ttl1", "u-ttl1").await;
     let b = s.item("m-ttl2", "u-ttl2").await;
