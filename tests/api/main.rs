@@ -15,5 +15,6 @@ mod ingest;
 mod openapi;
 mod pipeline;
 mod review_api;
+mod review_load;
 mod review_store;
 mod stream_client;
