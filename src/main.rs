@@ -91,6 +91,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "a token named {name:?} exists already; revoke it or pick another name"
                         );
                     };
+                    let shown = serde_json::to_value(&row)?;
+                    store
+                        .insert_audit(
+                            &cli_actor(),
+                            "token.create",
+                            &format!("token:{name}"),
+                            None,
+                            Some(&shown),
+                            now,
+                        )
+                        .await?;
                     println!("{secret}");
                     eprintln!(
                         "token {:?} ({}) created; the secret above is shown only once",
@@ -116,7 +127,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 TokenAction::Revoke { name } => match store.revoke_token(&name, now).await {
-                    Ok(true) => println!("token {name:?} revoked"),
+                    Ok(true) => {
+                        store
+                            .insert_audit(
+                                &cli_actor(),
+                                "token.revoke",
+                                &format!("token:{name}"),
+                                None,
+                                Some(&serde_json::json!({"revoked_at": now})),
+                                now,
+                            )
+                            .await?;
+                        println!("token {name:?} revoked");
+                    }
                     Ok(false) => println!("token {name:?} was already revoked"),
                     Err(chatguard::store::StoreError::NotFound) => {
                         bail!("no token named {name:?}")
@@ -371,4 +394,12 @@ fn check_rules_report(dir: &std::path::Path, loaded: &Loaded) -> String {
         );
     }
     s
+}
+
+/// The audit log's actor for a change made from the command line: `cli:<login>`.
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
 }

@@ -240,6 +240,15 @@ async fn tokens_are_created_once_listed_and_revoked() {
             .is_none(),
         "a revoked token no longer authenticates"
     );
+    // Both changes are in the audit log, made from the command line.
+    let audit = store.list_audit(10, None).await.unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["token.revoke", "token.create"], "{audit:?}");
+    assert!(
+        audit.iter().all(|a| a.actor.starts_with("cli:")),
+        "{audit:?}"
+    );
+    assert!(audit.iter().all(|a| a.target == "token:alice"), "{audit:?}");
     store.close().await;
     db.cleanup().await;
 }
