@@ -560,6 +560,19 @@ async fn resolve_one(
         return Err(reopen(state, auth, &before, now, e).await);
     }
     let outcome = StreamOutcome::from_result(result);
+    // Recorded now rather than when Stream's `user.banned` webhook arrives, so the user's page
+    // shows it at once; the webhook then finds a ban in force and adds none.
+    if body.resolution == Resolution::Ban
+        && let Some(user) = &row.user_id
+    {
+        let until = body
+            .ban_timeout_minutes
+            .map(|m| now + Duration::minutes(i64::from(m)));
+        state
+            .store
+            .record_ban_event(user, true, until, body.reason.as_deref(), now)
+            .await?;
+    }
     // The message was fine: the strike its decision gave no longer counts.
     let strike_cleared = body.resolution == Resolution::Approve
         && state.store.clear_strike(row.decision_id, now).await?;

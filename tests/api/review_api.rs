@@ -500,6 +500,10 @@ async fn approve_unflags_ban_bans_and_dismiss_calls_nothing(db: &TestDb, _: Back
     assert_eq!(ban.reason.as_deref(), Some("abuse"));
     assert_eq!(ban.timeout_minutes, Some(60));
     assert!(s.stream.calls_to("/messages/m-ban").is_empty());
+    let (_, user) = s.get("/users/u-ban", Some(&mo)).await;
+    assert_eq!(user["banned"], true, "recorded at once: {user}");
+    assert_eq!(user["bans"][0]["reason"], "abuse", "{user}");
+    assert!(user["bans"][0]["until"].is_string(), "{user}");
 
     let before = s.stream.calls().len();
     let (status, dismissed) = s
