@@ -145,6 +145,13 @@ fn bad(msg: impl Into<String>) -> ApiJsonError {
     ApiJsonError::BadRequest(msg.into())
 }
 
+/// Where the next page starts (the last row's id) when this one is full; None on the last.
+fn next_page<T>(rows: &[T], limit: i64, id: impl Fn(&T) -> i64) -> Option<i64> {
+    (rows.len() as i64 == limit)
+        .then(|| rows.last().map(id))
+        .flatten()
+}
+
 fn limit_param(limit: Option<i64>) -> Result<i64, ApiJsonError> {
     match limit {
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -836,9 +843,7 @@ async fn decisions(
         before_id: params.before_id,
     };
     let rows = state.store.list_decisions(&filter, limit).await?;
-    let next_before_id = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let next_before_id = next_page(&rows, limit, |r| r.id);
     Ok(Json(DecisionPage {
         decisions: rows.iter().map(|d| d.view()).collect(),
         next_before_id,
@@ -874,9 +879,7 @@ async fn audit_log(
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let limit = limit_param(params.limit)?;
     let rows = state.store.list_audit(limit, params.before_id).await?;
-    let next_before_id = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let next_before_id = next_page(&rows, limit, |r| r.id);
     Ok(Json(AuditPage {
         entries: rows.iter().map(|r| r.view()).collect(),
         next_before_id,
@@ -952,9 +955,7 @@ async fn export_labels(
                 return Ok(None);
             };
             let rows = store.reviewed_labels(since, after, EXPORT_PAGE).await?;
-            let next = (rows.len() as i64 == EXPORT_PAGE)
-                .then(|| rows.last().map(|r| r.id))
-                .flatten();
+            let next = next_page(&rows, EXPORT_PAGE, |r| r.id);
             if rows.is_empty() {
                 return Ok(None);
             }

@@ -305,11 +305,6 @@ impl ReviewItemRow {
             resolved_at: self.resolved_at,
         }
     }
-
-    /// [`ReviewItemRow::view`] as a JSON value.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.view()).unwrap_or_default()
-    }
 }
 
 /// A review item as the API shows it.

@@ -227,7 +227,7 @@ async fn one_open_item_per_message_collects_its_flags(db: &TestDb, _: Backend) {
     assert_eq!(row.rule_id_list(), ["spam.link"]);
     assert_eq!((row.created_at, row.updated_at), (secs(0), secs(6)));
     assert_eq!(row.status, "open");
-    let json = row.to_json();
+    let json = serde_json::to_value(row.view()).unwrap();
     assert_eq!(json["reasons"][0], "a reason");
     assert_eq!(json["excerpt"], "text of m1");
 
