@@ -44,34 +44,39 @@ pub struct Config {
     pub rules: RulesConfig,
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
-    pub actions: ActionsSettings,
+    pub actions: crate::actions::plan::ActionsConfig,
     pub alerts: crate::actions::email::AlertsConfig,
     pub before_send: BeforeSendConfig,
-    pub review: ReviewSettings,
+    pub review: ReviewConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: days each kind of record is kept (0: for ever), pruned in the background.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub event_payload_days: u32,
+    pub decisions_days: u32,
+    pub job_attempts_days: u32,
+    pub actions_days: u32,
+    pub review_items_days: u32,
+    pub audit_days: u32,
+    pub interval_secs: u64,
+    pub batch: u32,
 }
 
 /// The moderators' review queue.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReviewSettings {
+pub struct ReviewConfig {
     /// Open review items for blocks and bans too (flags always open one).
     pub include_blocks: bool,
     /// How long a moderator's claim on an item holds, in seconds.
     pub claim_ttl_secs: u64,
     /// Most ids one `POST /review-items/bulk-resolve` may carry.
     pub bulk_max: usize,
-}
-
-/// What decisions do on Stream, besides the policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionsSettings {
-    /// `hard` or `soft` delete on block.
-    pub delete: String,
-    /// Post flags to the moderators channel too (blocks and bans always are).
-    pub notify_on_flag: bool,
-    /// `type:id` of the moderators channel (CHATGUARD_MODERATION_CHANNEL); empty = none.
-    pub moderation_channel: String,
+    /// How long a resolution waits for Stream before answering 202 `resolving`.
+    pub resolve_wait_ms: u64,
 }
 
 /// `POST /webhooks/stream/before-message-send`.
@@ -92,6 +97,21 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest accepted body after gunzip; a larger one is a gzip bomb and gets 413.
     pub max_decompressed_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Requests handled at once.
+    pub max_concurrent_requests: usize,
+    /// Events older than this are recorded `stale` and not acted on; 0: no check.
+    pub stale_event_secs: u64,
+    /// Serve `/metrics` here only, instead of on `listen`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `/metrics` needs this bearer token (CHATGUARD_METRICS_TOKEN).
+    #[serde(default)]
+    pub metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +133,8 @@ pub struct StreamConfig {
     pub apps: BTreeMap<String, SecretString>,
     /// The user chatguard acts as on Stream; events it causes are recognised and left alone.
     pub bot_user_id: String,
+    /// Decide and record, never call Stream (CHATGUARD_DRY_RUN, `--dry-run`).
+    pub dry_run: bool,
     /// One attempt's limit, from connecting to the last byte.
     pub timeout_ms: u64,
     /// Retries after the first attempt (429, 5xx, timeouts).
@@ -146,6 +168,9 @@ pub struct QueueConfig {
     /// Finished queue rows older than this are deleted.
     pub prune_done_after_secs: u64,
     pub prune_interval_secs: u64,
+    /// Events whose status has not moved for this long are queued again.
+    pub stranded_after_secs: u64,
+    pub sweep_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +316,23 @@ impl Config {
             ("queue.retry_base_secs", self.queue.retry_base_secs),
             ("queue.heartbeat_secs", self.queue.heartbeat_secs),
             ("queue.prune_interval_secs", self.queue.prune_interval_secs),
+            ("queue.sweep_interval_secs", self.queue.sweep_interval_secs),
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.body_read_timeout_ms",
+                self.server.body_read_timeout_ms,
+            ),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.max_concurrent_requests",
+                self.server.max_concurrent_requests as u64,
+            ),
+            ("retention.interval_secs", self.retention.interval_secs),
+            ("retention.batch", u64::from(self.retention.batch)),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -300,22 +342,8 @@ impl Config {
                 });
             }
         }
-        if !matches!(self.actions.delete.as_str(), "hard" | "soft") {
-            return Err(ConfigError::Invalid {
-                key: "actions.delete",
-                message: format!("{:?}: expected hard or soft", self.actions.delete),
-            });
-        }
-        let channel = self.actions.moderation_channel.trim();
-        if !channel.is_empty()
-            && !channel
-                .split_once(':')
-                .is_some_and(|(t, i)| !t.is_empty() && !i.is_empty())
-        {
-            return Err(ConfigError::Invalid {
-                key: "actions.moderation_channel (CHATGUARD_MODERATION_CHANNEL)",
-                message: format!("{channel:?} is not type:id, e.g. team:moderation"),
-            });
+        if let Err((key, message)) = self.actions.validate() {
+            return Err(ConfigError::Invalid { key, message });
         }
         if let Err(message) = self.alerts.validate() {
             return Err(ConfigError::Invalid {
@@ -347,6 +375,18 @@ impl Config {
                 message: "must be at least server.max_body_bytes".into(),
             });
         }
+        if self.queue.stranded_after_secs <= self.queue.retry_max_secs {
+            return Err(ConfigError::Invalid {
+                key: "queue.stranded_after_secs",
+                message: "must be longer than queue.retry_max_secs".into(),
+            });
+        }
+        if !(100..=60_000).contains(&self.review.resolve_wait_ms) {
+            return Err(ConfigError::Invalid {
+                key: "review.resolve_wait_ms",
+                message: "must be between 100 and 60000".into(),
+            });
+        }
         if self.queue.retry_max_secs < self.queue.retry_base_secs {
             return Err(ConfigError::Invalid {
                 key: "queue.retry_max_secs",
@@ -362,8 +402,13 @@ impl Config {
         Ok(())
     }
 
-    /// True when no Stream credentials are configured: decide and record, never call Stream.
+    /// Decide and record, never call Stream: `stream.dry_run` (`--dry-run`, CHATGUARD_DRY_RUN).
     pub fn dry_run(&self) -> bool {
+        self.stream.dry_run
+    }
+
+    /// True when no app's credentials are configured.
+    pub fn has_no_apps(&self) -> bool {
         self.stream.api_key.is_none() && self.stream.apps.is_empty()
     }
 
@@ -397,11 +442,6 @@ impl Config {
             retry_base_ms: self.stream.retry_base_ms,
             retry_max_ms: self.stream.retry_max_ms,
         }
-    }
-
-    /// The moderators channel, if one is set.
-    pub fn moderation_channel(&self) -> Option<&str> {
-        Some(self.actions.moderation_channel.trim()).filter(|c| !c.is_empty())
     }
 
     pub fn retry_delay(&self, attempt: u32) -> Duration {
@@ -498,6 +538,8 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         "CHATGUARD_RULES" => set(table, "rules", "dir", string()),
         "CHATGUARD_BOT_USER_ID" => set(table, "stream", "bot_user_id", string()),
         "CHATGUARD_MODERATION_CHANNEL" => set(table, "actions", "moderation_channel", string()),
+        "CHATGUARD_DRY_RUN" => set(table, "stream", "dry_run", scalar(value)),
+        "CHATGUARD_METRICS_TOKEN" => set(table, "server", "metrics_token", string()),
         "CHATGUARD_SMTP_URL" => set(table, "alerts", "smtp_url", string()),
         "CHATGUARD_ALERT_FROM" => set(table, "alerts", "from", string()),
         "CHATGUARD_ALERT_TO" => set(
@@ -557,8 +599,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_give_dry_run_on_sqlite() {
+    fn defaults_have_no_apps_and_no_dry_run_on_sqlite() {
         let c = Config::load_from(None, env(&[])).unwrap();
+        assert!(c.has_no_apps());
+        assert!(!c.dry_run());
+        let c = Config::load_from(None, env(&[("CHATGUARD_DRY_RUN", "true")])).unwrap();
         assert!(c.dry_run());
         assert!(c.database.url.starts_with("sqlite:"));
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
@@ -580,7 +625,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert!(!c.dry_run());
+        assert!(!c.has_no_apps());
         assert!(c.database.url.starts_with("postgres://"));
         let keys: Vec<_> = c.stream_apps().into_iter().map(|a| a.api_key).collect();
         assert_eq!(keys, ["k2", "k3", "k1"]);

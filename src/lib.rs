@@ -1,8 +1,10 @@
 //! chatguard: a self-hosted moderation worker for Stream Chat.
 //!
-//! A webhook flows through the modules in this order: [`ingest`] verifies and stores it, [`queue`]
-//! hands it to a worker, [`engine`] scores it, [`policy`] decides, [`actions`] says what is (or
-//! would be) done, [`store`] keeps the decision log, and [`api`] serves health, metrics and the moderators' review API.
+//! A webhook flows through the modules in this order: [`server`] accepts the connection,
+//! [`ingest`] verifies and stores it, [`queue`] hands it to a worker, [`pipeline`] runs it
+//! through [`engine`] (scores) and [`policy`] (decides) and records the decision with the Stream
+//! calls it implies, which [`actions`] carries out durably; [`store`] keeps everything, and
+//! [`api`] serves health, metrics and the moderators' review API.
 
 pub mod actions;
 pub mod api;
@@ -14,8 +16,10 @@ pub mod engine;
 pub mod error;
 pub mod group_commit;
 pub mod ingest;
+pub mod pipeline;
 pub mod policy;
 pub mod queue;
 pub mod reload;
+pub mod server;
 pub mod store;
 pub mod telemetry;

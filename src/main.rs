@@ -21,16 +21,19 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    let mut config = Config::load(cli.config.as_deref()).context("configuration")?;
+    if let Command::Serve { dry_run: true } | Command::Worker { dry_run: true } = cli.command {
+        config.stream.dry_run = true;
+    }
     telemetry::init_logs(&config.telemetry);
     match cli.command {
-        Command::Serve => {
+        Command::Serve { .. } => {
             tracing::info!(config = %config.summary(), "starting");
             let app = App::serve(config).await?;
             stop_on_signal(app.shutdown_token());
             app.run_until_stopped().await?;
         }
-        Command::Worker => {
+        Command::Worker { .. } => {
             tracing::info!(config = %config.summary(), "starting worker");
             let app = App::worker(config).await?;
             stop_on_signal(app.shutdown_token());
@@ -149,6 +152,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             services.store.close().await;
         }
+        Command::DevSecret => {
+            let services = Services::start(config).await?;
+            let (secret, _) = services.dev_secret().await?;
+            println!("{DEV_API_KEY}\t{secret}");
+            services.store.close().await;
+        }
+        Command::Actions { limit, json } => {
+            let store = Store::connect(&config.database.url, 1).await?;
+            for a in store.list_failed_actions(limit).await? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": a.id, "app": a.app, "origin": a.origin,
+                            "decision_id": a.decision_id, "review_item_id": a.review_item_id,
+                            "attempts": a.attempts, "error": a.last_error,
+                            "steps": serde_json::from_str::<serde_json::Value>(&a.steps).ok(),
+                            "created_at": a.created_at, "finished_at": a.finished_at,
+                        })
+                    );
+                } else {
+                    println!(
+                        "#{} {} decision={} item={} attempts={} failed {}: {}",
+                        a.id,
+                        a.origin,
+                        a.decision_id.map_or("-".into(), |d| d.to_string()),
+                        a.review_item_id.map_or("-".into(), |d| d.to_string()),
+                        a.attempts,
+                        a.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        a.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
         Command::Migrate => {
             Services::start(config).await?;
             println!("database migrated");
@@ -162,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(k), Some(s)) => (k, s),
                 (None, Some(s)) => (DEV_API_KEY.to_owned(), s),
                 (key, None) => {
-                    if !config.dry_run() {
+                    if !config.has_no_apps() {
                         bail!("give --secret (or STREAM_API_SECRET) to sign with");
                     }
                     let store = Store::connect(&config.database.url, 1).await?;

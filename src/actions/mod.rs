@@ -1,70 +1,26 @@
-//! What a decision does on Stream. This release plans and records the action; calling Stream's
-//! REST API arrives with the actions release, so with credentials an action is recorded as
-//! `pending` and in dry-run as `would_do`.
+//! What decisions do on Stream. [`plan`] turns a decision or a moderator's resolution into a list
+//! of Stream calls, which is written as durable work in the same transaction as the decision;
+//! [`runner`] carries it out with retries through [`executor`], which makes the calls with the
+//! [`stream`] client of the event's app. [`email`] sends digests of blocks and bans.
 
 pub mod email;
 pub mod executor;
+pub mod plan;
+pub mod runner;
 pub mod stream;
 
-use serde::Serialize;
-
-use crate::domain::{ChatEvent, Decision};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionKind {
-    None,
-    FlagMessage,
-    DeleteMessage,
-    BanUser,
-}
-
-/// The Stream call a decision maps to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PlannedAction {
-    pub kind: ActionKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    pub description: String,
-}
-
-pub fn plan(decision: Decision, event: &ChatEvent) -> PlannedAction {
-    let message_id = event.message_id().map(str::to_owned);
-    let user_id = event.subject_user_id().map(str::to_owned);
-    let m = message_id.as_deref().unwrap_or("?");
-    let (kind, description) = match decision {
-        Decision::Allow => (ActionKind::None, "nothing".to_owned()),
-        Decision::Flag => (
-            ActionKind::FlagMessage,
-            format!("flag message {m} for review"),
-        ),
-        Decision::Block => (
-            ActionKind::DeleteMessage,
-            format!("hard-delete message {m}"),
-        ),
-        Decision::Ban => (
-            ActionKind::BanUser,
-            format!(
-                "hard-delete message {m} and ban user {}",
-                user_id.as_deref().unwrap_or("?")
-            ),
-        ),
-    };
-    PlannedAction {
-        kind,
-        message_id,
-        user_id,
-        description,
-    }
-}
-
-/// The recorded status of a planned action.
-pub fn status(action: &PlannedAction, dry_run: bool) -> &'static str {
-    match (action.kind, dry_run) {
-        (ActionKind::None, _) => "none",
-        (_, true) => "would_do",
-        (_, false) => "pending",
-    }
+/// Statuses of a decision's actions, as stored in `decisions.action_status`.
+pub mod status {
+    /// Nothing to do (an allow).
+    pub const NONE: &str = "none";
+    /// Written as durable work; not yet carried out.
+    pub const PENDING: &str = "pending";
+    /// Every call carried out.
+    pub const DONE: &str = "done";
+    /// Stream refused for good (or the retry horizon passed), or an id was missing.
+    pub const FAILED: &str = "failed";
+    /// Shadow mode or an exempt role: logged, not acted on (see `would_do`).
+    pub const SKIPPED: &str = "skipped";
+    /// Dry-run: nothing is sent to Stream (see `would_do`).
+    pub const WOULD_DO: &str = "would_do";
 }

@@ -28,12 +28,14 @@ use super::schema::{
     ResolveResult, ReviewItemDetail, ReviewItemPage, RevokeResult, Standing, StreamOutcome,
     TokenList, UnbanResult, UserPage,
 };
-use crate::actions::stream::{BanRequest, StreamClient, StreamError};
+use crate::actions::plan::{DeleteMode, ResolutionCalls, Step, plan_resolution};
+use crate::actions::runner::{ActionWaker, WorkOutcome, api_outcome};
 use crate::config::Config;
 use crate::domain::{Category, Decision};
 use crate::store::{
-    ClaimOutcome, Cursor, DecisionFilter, ReleaseOutcome, Resolution, ResolveOutcome, ReviewFilter,
-    ReviewItemRow, ReviewSort, ReviewStats, ReviewStatus, Role, Store, StoreError,
+    ActionContext, ClaimOutcome, Cursor, DecisionFilter, ItemBefore, ReleaseOutcome, Resolution,
+    ResolveOutcome, ResolveRequest, ReviewFilter, ReviewItemRow, ReviewSort, ReviewStats,
+    ReviewStatus, Role, Store, StoreError,
 };
 
 /// Page size when `limit` is not given, and the largest allowed.
@@ -47,8 +49,10 @@ const HISTORY_LEN: i64 = 20;
 pub struct ReviewState {
     pub store: Store,
     pub config: Arc<Config>,
-    /// The Stream client; None in dry-run, where resolutions make no Stream call.
-    pub stream: Option<StreamClient>,
+    /// Resolutions make no Stream call.
+    pub dry_run: bool,
+    /// Wakes this process's action runner when a resolution writes work.
+    pub actions: ActionWaker,
 }
 
 impl FromRef<ReviewState> for Store {
@@ -165,6 +169,8 @@ fn limit_param(limit: Option<i64>) -> Result<i64, ApiJsonError> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
+    /// The app's API key.
+    app: Option<String>,
     /// An expired claim counts as `open`.
     #[param(inline)]
     status: Option<ReviewStatus>,
@@ -208,6 +214,7 @@ impl ListParams {
             .map(|c| Cursor::decode(c, sort).map_err(|e| bad(e.to_string())))
             .transpose()?;
         let filter = ReviewFilter {
+            app: self.app,
             status: self.status,
             category: self.category.map(|c| c.as_str().to_owned()),
             decision: self.decision.map(|d| d.as_str().to_owned()),
@@ -285,7 +292,7 @@ async fn show(
     let user = row.user_id.as_deref().unwrap_or_default();
     let history = state
         .store
-        .decisions_for_user(user, HISTORY_LEN)
+        .decisions_for_user(Some(&row.app), user, HISTORY_LEN)
         .await?
         .iter()
         .map(|d| d.view())
@@ -294,18 +301,30 @@ async fn show(
         item: row.view(),
         decision,
         history,
-        standing: standing(&state.store, user).await?,
+        standing: standing(&state.store, Some(&row.app), user).await?,
     }))
 }
 
 /// The user's strike and ban counts and latest rows.
-async fn standing(store: &Store, user: &str) -> Result<Standing, ApiJsonError> {
-    let (active_strikes, previous_bans, banned) = store.user_standing(user, Utc::now()).await?;
-    let (strikes, bans) = store.strikes_and_bans(user, HISTORY_LEN).await?;
+/// Without an app, the counts are the user's in the app of their latest decision.
+async fn standing(store: &Store, app: Option<&str>, user: &str) -> Result<Standing, ApiJsonError> {
+    let app = match app {
+        Some(a) => a.to_owned(),
+        None => store
+            .decisions_for_user(None, user, 1)
+            .await?
+            .first()
+            .map(|d| d.app.clone())
+            .unwrap_or_default(),
+    };
+    let s = store.user_standing(&app, user, Utc::now()).await?;
+    let (strikes, bans) = store
+        .strikes_and_bans(Some(&app), user, HISTORY_LEN)
+        .await?;
     Ok(Standing {
-        active_strikes,
-        previous_bans,
-        banned,
+        active_strikes: s.active_strikes,
+        previous_bans: s.previous_bans,
+        banned: s.banned_now,
         strikes,
         bans,
     })
@@ -439,88 +458,73 @@ struct ResolveBody {
     delete_message: bool,
 }
 
-/// The Stream calls `body` calls for, or the first that failed.
-async fn carry_out(
-    client: &StreamClient,
+/// The Stream calls `body` asks for on `row`.
+fn resolution_steps(
     config: &Config,
     row: &ReviewItemRow,
     body: &ResolveBody,
-) -> Result<Vec<&'static str>, StreamError> {
-    let bot = config.stream.bot_user_id.as_str();
-    let hard = body.hard.unwrap_or(config.actions.delete != "soft");
-    let mut calls = Vec::new();
-    match body.resolution {
-        Resolution::Approve => match client.unflag_message(&row.message_id, bot).await {
-            Ok(()) => calls.push("unflag_message"),
-            // Deleted already (a block, or by someone else): nothing left to unflag, and the
-            // approval still clears the strike.
-            Err(e) if e.is_not_found() => calls.push("unflag_message: the message is gone"),
-            Err(e) => return Err(e),
+) -> Result<Vec<Step>, ApiJsonError> {
+    let hard = body
+        .hard
+        .unwrap_or(config.actions.delete == DeleteMode::Hard);
+    let calls = match body.resolution {
+        Resolution::Approve => ResolutionCalls::Unflag,
+        Resolution::Remove => ResolutionCalls::Delete { hard },
+        Resolution::Ban => ResolutionCalls::Ban {
+            timeout_minutes: body.ban_timeout_minutes,
+            delete: body.delete_message.then_some(hard),
         },
-        Resolution::Remove => {
-            client
-                .delete_message(&row.message_id, hard, Some(bot))
-                .await?;
-            calls.push("delete_message");
-        }
-        Resolution::Ban => {
-            if body.delete_message {
-                client
-                    .delete_message(&row.message_id, hard, Some(bot))
-                    .await?;
-                calls.push("delete_message");
-            }
-            let user = row.user_id.clone().ok_or_else(|| {
-                StreamError::InvalidArgument("the item has no user to ban".to_owned())
-            })?;
-            client
-                .ban_user(&BanRequest {
-                    target_user_id: user,
-                    banned_by_id: bot.to_owned(),
-                    channel_cid: None,
-                    timeout_minutes: body.ban_timeout_minutes,
-                    reason: body.reason.clone(),
-                    shadow: false,
-                })
-                .await?;
-            calls.push("ban_user");
-        }
-        Resolution::Dismiss => {}
-    }
-    Ok(calls)
+        Resolution::Dismiss => ResolutionCalls::Nothing,
+    };
+    plan_resolution(
+        calls,
+        &row.message_id,
+        row.user_id.as_deref(),
+        body.reason.as_deref(),
+    )
+    .map_err(bad)
 }
 
-/// Resolves the item and carries the resolution out on Stream (nothing in dry-run).
+/// Resolves the item and has the resolution carried out on Stream (nothing in dry-run).
 ///
-/// The item is resolved in the store first, so that of two racing or repeated requests only
-/// one resolves it and calls Stream; a repeat answers 200 with `already_resolved` and calls
-/// nothing. If Stream does not carry it out, the item is put back as it was and the answer is
-/// 502, so the moderator can try again.
+/// The item becomes `resolving` and the Stream calls are written as durable work in the same
+/// transaction, so of two racing or repeated requests only one resolves it, and a crash cannot
+/// lose the calls. The answer waits up to `review.resolve_wait_ms` for Stream: 200 once it
+/// confirmed, 502 if it refused (the item is put back as it was, so the moderator can try
+/// again), 202 if Stream is not answering yet (the work goes on with retries; the item shows
+/// `resolving`). A repeat answers 200 with `already_resolved` and calls nothing.
 #[utoipa::path(post, path = "/review-items/{id}/resolve", tag = "review",
     params(("id" = i64, Path, description = "Review item id")),
     request_body = ResolveBody,
     responses(
         (status = 200, description = "Resolved (or resolved before)", body = ResolveResult),
+        (status = 202, description = "Waiting for Stream; the item is `resolving`", body = ResolveResult),
         (status = 400, description = "A bad id or body", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Viewers cannot resolve", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
         (status = 409, description = "Another moderator holds a claim on it", body = ErrorBody),
-        (status = 502, description = "Stream refused or was unreachable; the item is as it was", body = ErrorBody),
+        (status = 502, description = "Stream refused; the item is as it was", body = ErrorBody),
     ))]
 async fn resolve(
     auth: Auth,
     State(state): State<ReviewState>,
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<ResolveBody>, JsonRejection>,
-) -> Result<Json<ResolveResult>, ApiJsonError> {
+) -> Result<(StatusCode, Json<ResolveResult>), ApiJsonError> {
     auth.require(Role::Moderator)?;
     let id = item_id(id)?;
     let Json(body) = body.map_err(|e| bad(e.body_text()))?;
     if body.ban_timeout_minutes == Some(0) {
         return Err(bad("ban_timeout_minutes must be positive"));
     }
-    resolve_one(&state, &auth, id, &body).await.map(Json)
+    let done = resolve_one(&state, &auth, id, &body).await?;
+    let status = if done.item.status == "resolving" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)))
 }
 
 /// Resolves one item as [`resolve`] describes; shared with [`bulk_resolve`].
@@ -531,19 +535,44 @@ async fn resolve_one(
     body: &ResolveBody,
 ) -> Result<ResolveResult, ApiJsonError> {
     let before = load(&state.store, id).await?;
-    let now = Utc::now();
-    let row = match state
-        .store
-        .resolve_review_item(
-            id,
-            &auth.token_name,
-            body.resolution,
-            body.note.as_deref(),
-            now,
-        )
-        .await?
-    {
-        ResolveOutcome::Resolved(row) => row,
+    let steps = resolution_steps(&state.config, &before, body)?;
+    let calls = !steps.is_empty() && !state.dry_run;
+    let skipped = if state.dry_run && !steps.is_empty() {
+        StreamOutcome::from_result(None)
+    } else {
+        StreamOutcome {
+            status: "ok".into(),
+            calls: Some(Vec::new()),
+            error: None,
+            reason: None,
+        }
+    };
+    let request = ResolveRequest {
+        id,
+        moderator: &auth.token_name,
+        resolution: body.resolution,
+        note: body.note.as_deref(),
+        now: Utc::now(),
+        steps: calls
+            .then(|| serde_json::to_string(&steps))
+            .transpose()
+            .map_err(|e| ApiJsonError::Internal(e.to_string()))?,
+        context: ActionContext {
+            actor: auth.token_name.clone(),
+            resolution: Some(body.resolution.as_str().to_owned()),
+            before: Some(ItemBefore {
+                status: before.status.clone(),
+                claimed_by: before.claimed_by.clone(),
+                claim_expires_at: before.claim_expires_at,
+                note: before.note.clone(),
+            }),
+            audit_before: Some(snapshot(&before.view())),
+            ..ActionContext::default()
+        },
+        outcome_without_calls: snapshot(&skipped),
+    };
+    let (row, action_id) = match state.store.resolve_review_item(&request).await? {
+        ResolveOutcome::Resolved { row, action_id } => (row, action_id),
         ResolveOutcome::AlreadyResolved(row) => {
             return Ok(ResolveResult {
                 item: row.view(),
@@ -559,87 +588,85 @@ async fn resolve_one(
             )));
         }
     };
-    let result = match &state.stream {
-        Some(client) => Some(carry_out(client, &state.config, &row, body).await),
-        None => None,
+    let Some(action_id) = action_id else {
+        return Ok(ResolveResult {
+            item: row.view(),
+            already_resolved: false,
+            outcome: Some(skipped),
+            strike_cleared: Some(false),
+        });
     };
-    if let Some(Err(e)) = &result {
-        return Err(reopen(state, auth, &before, now, e).await);
+    state.actions.wake();
+    match wait_for(state, action_id).await? {
+        Some(outcome) if outcome.status == "failed" => {
+            let error = api_outcome(&outcome)["error"]
+                .as_str()
+                .unwrap_or("refused")
+                .to_owned();
+            Err(ApiJsonError::StreamFailed(format!(
+                "Stream did not carry the resolution out ({error}); the item is as it was, try again"
+            )))
+        }
+        Some(outcome) => {
+            let item = load(&state.store, id).await?;
+            let strike_cleared = body.resolution == Resolution::Approve
+                && state
+                    .store
+                    .strikes_and_bans(
+                        Some(&item.app),
+                        item.user_id.as_deref().unwrap_or_default(),
+                        HISTORY_LEN,
+                    )
+                    .await?
+                    .0
+                    .iter()
+                    .any(|s| s.decision_id == item.decision_id && s.cleared_at.is_some());
+            Ok(ResolveResult {
+                item: item.view(),
+                already_resolved: false,
+                outcome: Some(stream_outcome(&outcome)),
+                strike_cleared: Some(strike_cleared),
+            })
+        }
+        None => Ok(ResolveResult {
+            item: load(&state.store, id).await?.view(),
+            already_resolved: false,
+            outcome: None,
+            strike_cleared: None,
+        }),
     }
-    let outcome = StreamOutcome::from_result(result);
-    // Recorded now rather than when Stream's `user.banned` webhook arrives, so the user's page
-    // shows it at once; the webhook then finds a ban in force and adds none.
-    if body.resolution == Resolution::Ban
-        && let Some(user) = &row.user_id
-    {
-        let until = body
-            .ban_timeout_minutes
-            .map(|m| now + Duration::minutes(i64::from(m)));
-        state
-            .store
-            .record_ban_event(user, true, until, body.reason.as_deref(), now)
-            .await?;
-    }
-    // The message was fine: the strike its decision gave no longer counts.
-    let strike_cleared = body.resolution == Resolution::Approve
-        && state.store.clear_strike(row.decision_id, now).await?;
-    let done = ResolveResult {
-        item: row.view(),
-        already_resolved: false,
-        outcome: Some(outcome),
-        strike_cleared: Some(strike_cleared),
-    };
-    state
-        .store
-        .insert_audit(
-            &auth.token_name,
-            "review_item.resolve",
-            &target(id),
-            Some(&snapshot(&before.view())),
-            Some(&snapshot(&done)),
-            now,
-        )
-        .await?;
-    Ok(done)
 }
 
-/// Stream did not carry a resolution out: the item goes back to how it was (so the moderator
-/// can try again, and a retry is not mistaken for a repeat), the attempt is audited, and the
-/// caller gets 502 with Stream's error.
-async fn reopen(
+/// Waits up to `review.resolve_wait_ms` for the work to end; None if it has not.
+async fn wait_for(
     state: &ReviewState,
-    auth: &Auth,
-    before: &ReviewItemRow,
-    resolved_at: DateTime<Utc>,
-    error: &StreamError,
-) -> ApiJsonError {
-    let reopened = state
-        .store
-        .reopen_review_item(before, &auth.token_name, resolved_at, Utc::now())
-        .await;
-    let after = json!({
-        "outcome": StreamOutcome::failed(error.to_string()),
-        "reopened": matches!(reopened, Ok(Some(_))),
-    });
-    if let Err(e) = state
-        .store
-        .insert_audit(
-            &auth.token_name,
-            "review_item.resolve_failed",
-            &target(before.id),
-            Some(&snapshot(&before.view())),
-            Some(&after),
-            resolved_at,
-        )
-        .await
-    {
-        tracing::error!(error = %e, item = before.id, "could not audit a failed resolution");
+    action_id: i64,
+) -> Result<Option<WorkOutcome>, ApiJsonError> {
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(state.config.review.resolve_wait_ms);
+    loop {
+        let row = state.store.get_action(action_id).await?;
+        if row.status != "pending" {
+            return Ok(serde_json::from_str(&row.results).ok());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    match reopened {
-        Ok(_) => ApiJsonError::StreamFailed(format!(
-            "Stream did not carry the resolution out ({error}); the item is as it was, try again"
-        )),
-        Err(e) => e.into(),
+}
+
+fn stream_outcome(outcome: &WorkOutcome) -> StreamOutcome {
+    let v = api_outcome(outcome);
+    StreamOutcome {
+        status: v["status"].as_str().unwrap_or("failed").to_owned(),
+        calls: v["calls"].as_array().map(|c| {
+            c.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        }),
+        error: v["error"].as_str().map(str::to_owned),
+        reason: None,
     }
 }
 
@@ -716,7 +743,7 @@ fn user_target(user: &str) -> String {
 
 /// A user's recent decisions, active strikes, earlier bans and whether a ban is in force.
 #[utoipa::path(get, path = "/users/{id}", tag = "users",
-    params(("id" = String, Path, description = "Stream user id")),
+    params(("id" = String, Path, description = "Stream user id"), UserParams),
     responses(
         (status = 200, description = "The user's standing", body = UserPage),
         (status = 401, description = "No valid token", body = ErrorBody),
@@ -726,10 +753,15 @@ async fn user_page(
     auth: Auth,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
+    params: Result<Query<UserParams>, QueryRejection>,
 ) -> Result<Json<UserPage>, ApiJsonError> {
     auth.require(Role::Viewer)?;
-    let decisions = state.store.decisions_for_user(&user, HISTORY_LEN).await?;
-    let standing = standing(&state.store, &user).await?;
+    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    let decisions = state
+        .store
+        .decisions_for_user(params.app.as_deref(), &user, HISTORY_LEN)
+        .await?;
+    let standing = standing(&state.store, params.app.as_deref(), &user).await?;
     if decisions.is_empty() && standing.strikes.is_empty() && standing.bans.is_empty() {
         return Err(ApiJsonError::NotFound(format!(
             "nothing is recorded about user {user:?}"
@@ -742,13 +774,23 @@ async fn user_page(
     }))
 }
 
-/// Unbans on Stream (skipped in dry-run), then lifts the user's bans in the store. If Stream
-/// refuses, the store is left as it is, so it keeps matching Stream; the response and the
-/// audit row carry the failure.
+/// Query parameters of the user routes.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UserParams {
+    /// The app's API key; the app of the user's latest decision when absent.
+    app: Option<String>,
+}
+
+/// Unbans on Stream (skipped in dry-run), through the same durable work as every action, then
+/// lifts the user's bans in the store once Stream confirmed. If Stream refuses, the store is
+/// left as it is, so it keeps matching Stream; the response and the audit row carry the failure.
 #[utoipa::path(post, path = "/users/{id}/unban", tag = "users",
-    params(("id" = String, Path, description = "Stream user id")),
+    params(("id" = String, Path, description = "Stream user id"), UserParams),
     responses(
         (status = 200, description = "What the unban did", body = UnbanResult),
+        (status = 202, description = "Waiting for Stream; the unban goes on with retries", body = UnbanResult),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Viewers cannot unban", body = ErrorBody),
     ))]
@@ -756,46 +798,91 @@ async fn unban(
     auth: Auth,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
-) -> Result<Json<UnbanResult>, ApiJsonError> {
+    params: Result<Query<UserParams>, QueryRejection>,
+) -> Result<(StatusCode, Json<UnbanResult>), ApiJsonError> {
     auth.require(Role::Moderator)?;
+    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let now = Utc::now();
-    let before = state.store.user_standing(&user, now).await?;
-    let result = match &state.stream {
-        Some(client) => Some(
-            client
-                .unban_user(&user, None)
-                .await
-                .map(|()| vec!["unban_user"]),
-        ),
-        None => None,
+    let app = match params.app {
+        Some(a) => a,
+        None => state
+            .store
+            .decisions_for_user(None, &user, 1)
+            .await?
+            .first()
+            .map(|d| d.app.clone())
+            .unwrap_or_default(),
     };
-    let lifted = !matches!(result, Some(Err(_)));
-    let outcome = StreamOutcome::from_result(result);
-    if lifted {
+    let before = state.store.user_standing(&app, &user, now).await?;
+    let mut status = StatusCode::OK;
+    let (outcome, lifted) = if state.dry_run {
+        (StreamOutcome::from_result(None), true)
+    } else {
+        let steps = serde_json::to_string(&[Step::Unban {
+            user_id: user.clone(),
+        }])
+        .map_err(|e| ApiJsonError::Internal(e.to_string()))?;
+        let context = ActionContext {
+            actor: auth.token_name.clone(),
+            user_id: Some(user.clone()),
+            audit_before: Some(json!({"banned": before.banned_now})),
+            ..ActionContext::default()
+        };
+        let action_id = state
+            .store
+            .request_unban(&app, &steps, &context, now)
+            .await?;
+        state.actions.wake();
+        match wait_for(&state, action_id).await? {
+            Some(o) => {
+                let lifted = o.status == "done";
+                (stream_outcome(&o), lifted)
+            }
+            None => {
+                status = StatusCode::ACCEPTED;
+                (
+                    StreamOutcome {
+                        status: "pending".into(),
+                        calls: None,
+                        error: None,
+                        reason: Some("waiting for Stream; retried until it answers".into()),
+                    },
+                    false,
+                )
+            }
+        }
+    };
+    if state.dry_run {
         state
             .store
-            .record_ban_event(&user, false, None, None, now)
+            .record_ban_event(&app, &user, false, None, None, now)
+            .await?;
+        state
+            .store
+            .insert_audit(
+                &auth.token_name,
+                "user.unban",
+                &user_target(&user),
+                Some(&json!({"banned": before.banned_now})),
+                Some(&snapshot(&outcome)),
+                now,
+            )
             .await?;
     }
-    let (_, _, banned) = state.store.user_standing(&user, now).await?;
-    let done = UnbanResult {
-        user_id: user,
-        outcome,
-        lifted,
-        banned,
-    };
-    state
+    let banned = state
         .store
-        .insert_audit(
-            &auth.token_name,
-            "user.unban",
-            &user_target(&done.user_id),
-            Some(&json!({"banned": before.2})),
-            Some(&snapshot(&done)),
-            now,
-        )
-        .await?;
-    Ok(Json(done))
+        .user_standing(&app, &user, now)
+        .await?
+        .banned_now;
+    Ok((
+        status,
+        Json(UnbanResult {
+            user_id: user,
+            outcome,
+            lifted,
+            banned,
+        }),
+    ))
 }
 
 /// Query parameters of `GET /decisions`.
@@ -803,6 +890,8 @@ async fn unban(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct DecisionParams {
+    /// The app's API key.
+    app: Option<String>,
     /// Stream user id.
     user: Option<String>,
     #[param(inline)]
@@ -835,6 +924,7 @@ async fn decisions(
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let limit = limit_param(params.limit)?;
     let filter = DecisionFilter {
+        app: params.app,
         user_id: params.user,
         decision: params.decision.map(|d| d.as_str().to_owned()),
         cid: params.channel,

@@ -32,9 +32,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook receiver and the scoring worker in one process.
-    Serve,
+    Serve {
+        /// Decide and record what would be done, never call Stream (CHATGUARD_DRY_RUN). Required
+        /// to run without Stream credentials.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run only the scoring worker; start one per machine to share one PostgreSQL.
-    Worker,
+    Worker {
+        /// As for serve.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the dry-run development webhook key and secret (made on first use).
+    DevSecret,
+    /// List Stream calls that failed for good (refused, or Stream unreachable past the retry
+    /// horizon), newest first.
+    Actions {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or upgrade the database tables (serve and worker also do this on start).
     Migrate,
     /// Sign fixture events and POST them to a running chatguard, printing each response.

@@ -148,6 +148,30 @@ pub enum EventParseError {
 }
 
 impl ChatEvent {
+    /// What makes this event the same event whatever webhook id it arrives under: its type, the
+    /// message id and the message's `updated_at` (else its `created_at`), or for an event
+    /// without a message the event's `created_at` with its channel and user. None when the
+    /// event carries no time (it is then deduplicated by webhook id only).
+    pub fn content_identity(&self) -> Option<String> {
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        match (&self.message, self.message_id()) {
+            (Some(m), Some(id)) => {
+                let when = m.updated_at.or(m.created_at).or(self.created_at)?;
+                Some(format!("{}|{}|{}", self.event_type, id, at(when)))
+            }
+            _ => {
+                let when = self.created_at?;
+                Some(format!(
+                    "{}|{}|{}|{}",
+                    self.event_type,
+                    self.cid().unwrap_or_default(),
+                    self.subject_user_id().unwrap_or_default(),
+                    at(when)
+                ))
+            }
+        }
+    }
+
     /// Parses a verified webhook body.
     pub fn parse(body: &[u8]) -> Result<Self, EventParseError> {
         let value: Value = serde_json::from_slice(body).map_err(EventParseError::Json)?;

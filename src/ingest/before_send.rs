@@ -324,6 +324,7 @@ fn event(webhook_id: String, log: ToLog) -> Result<NewEvent, serde_json::Error> 
     );
     Ok(NewEvent {
         webhook_id,
+        content_key: None,
         api_key: log.api_key,
         event_type: EVENT_TYPE.to_owned(),
         status: status::RECEIVED,

@@ -34,12 +34,15 @@ pub struct IngestState {
     pub bot_user_id: Arc<str>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// Events whose `created_at` is older than this are recorded `stale`, not acted on.
+    pub stale_after: Option<chrono::Duration>,
 }
 
 /// The answer to a delivery.
 #[derive(Debug, Serialize)]
 pub struct Receipt {
-    /// `queued`, `duplicate`, `ignored` (unknown type) or `own` (caused by chatguard's bot).
+    /// `queued`, `duplicate` (same webhook id, or the same event under a new one), `ignored`
+    /// (unknown type), `own` (caused by chatguard's bot) or `stale` (too old to act on).
     pub status: &'static str,
     pub webhook_id: String,
     pub event_id: i64,
@@ -150,15 +153,24 @@ async fn accept(
         span.record("message_id", m);
     }
 
+    let now = chrono::Utc::now();
+    let stale = match (state.stale_after, event.created_at) {
+        (Some(window), Some(created)) => created < now - window,
+        _ => false,
+    };
     let initial = if event.kind().is_none() {
         status::IGNORED
     } else if event.is_caused_by(&state.bot_user_id) {
         status::OWN
+    } else if stale {
+        tracing::warn!("event older than server.stale_event_secs: recorded, not acted on");
+        status::STALE
     } else {
         status::RECEIVED
     };
     let new = NewEvent {
         webhook_id: webhook_id.clone(),
+        content_key: event.content_identity().map(|id| format!("{api_key}|{id}")),
         api_key: api_key.to_owned(),
         event_type: event.event_type.clone(),
         status: initial,
@@ -166,7 +178,7 @@ async fn accept(
         cid: event.cid(),
         user_id: event.subject_user_id().map(str::to_owned),
         payload: payload.to_owned(),
-        received_at: chrono::Utc::now(),
+        received_at: now,
     };
     let stored = state
         .writer
@@ -179,6 +191,7 @@ async fn accept(
             match initial {
                 status::IGNORED => "ignored",
                 status::OWN => "own",
+                status::STALE => "stale",
                 _ => "queued",
             },
         ),

@@ -59,6 +59,15 @@ async fn write_batch(
             Inserted::Duplicate { id, status } => {
                 (id, status.clone(), Stored::Duplicate { id, status })
             }
+            // Never queued again: the stored copy is (or was) handled under its own id.
+            Inserted::Replay { id } => (
+                id,
+                "replay".to_owned(),
+                Stored::Duplicate {
+                    id,
+                    status: "replay".to_owned(),
+                },
+            ),
         };
         // New, or stored by an earlier delivery that may have failed before its job was pushed:
         // push attempt 1 under a key that makes every such push one job.

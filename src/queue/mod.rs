@@ -9,6 +9,11 @@
 //! - its retries have no backoff, so a failed job is re-enqueued by us with `run_after`, which
 //!   survives a restart, and becomes a dead letter after the last attempt;
 //! - finished rows are never deleted, so [`JobQueue::prune_finished`] runs periodically.
+//!
+//! Whatever else strands an event (a store error while recording a failed attempt, a queue row
+//! lost), a sweep finds events whose status has not moved for `queue.stranded_after_secs` and
+//! queues them again while the service runs. A second job for an event is harmless: the
+//! decision is recorded once per event, and only the run that records it acts.
 
 mod job;
 mod postgres;
@@ -99,6 +104,12 @@ pub async fn run_worker(
         config.clone(),
         shutdown.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_loop(
+        store.clone(),
+        ctx.queue.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     let result = match store.queue_db() {
         Db::Sqlite(pool) => {
             let wake = store.take_jobs_wake();
@@ -110,7 +121,74 @@ pub async fn run_worker(
     };
     shutdown.cancel();
     let _ = pruner.await;
+    let _ = sweeper.await;
     result
+}
+
+/// Re-queues stranded events every `queue.sweep_interval_secs`.
+async fn sweep_loop(
+    store: Store,
+    queue: Arc<dyn JobQueue>,
+    config: QueueConfig,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.sweep_interval_secs));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match requeue_stranded(&store, queue.as_ref(), &config).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(events = n, "re-queued stranded events"),
+            Err(e) => tracing::warn!(error = %e, "sweeping stranded events failed"),
+        }
+    }
+}
+
+/// One sweep: queues every stranded event again under a key of its own (the earlier job's key
+/// may still be taken by a job that finished without recording anything).
+pub async fn requeue_stranded(
+    store: &Store,
+    queue: &dyn JobQueue,
+    config: &QueueConfig,
+) -> Result<usize, QueueError> {
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::seconds(config.stranded_after_secs as i64);
+    let mut n = 0;
+    loop {
+        let rows = store
+            .take_stranded_events(cutoff, now, 500)
+            .await
+            .map_err(|e| QueueError::Backend(e.to_string()))?;
+        if rows.is_empty() {
+            return Ok(n);
+        }
+        n += rows.len();
+        let jobs = rows
+            .into_iter()
+            .map(|(event_id, webhook_id, attempts)| {
+                let attempt = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
+                let key = format!(
+                    "{}#swept-{}",
+                    idempotency_key(&webhook_id, attempt),
+                    now.timestamp_millis()
+                );
+                (
+                    ScoreJob {
+                        event_id,
+                        webhook_id,
+                        attempt,
+                    },
+                    EnqueueOptions {
+                        idempotency_key: Some(key),
+                        delay: None,
+                    },
+                )
+            })
+            .collect();
+        queue.enqueue_many(jobs).await?;
+    }
 }
 
 async fn prune_loop(queue: Arc<dyn JobQueue>, config: QueueConfig, shutdown: CancellationToken) {

@@ -18,8 +18,8 @@ use sqlx::sqlite::SqlitePool;
 
 pub use review::{
     AuditEntry, AuditRow, ClaimOutcome, Cursor, CursorError, NewReviewItem, ReleaseOutcome,
-    Resolution, ResolveOutcome, ReviewFilter, ReviewItemRow, ReviewItemView, ReviewSort,
-    ReviewStats, ReviewStatus, Role, TokenRow, UpheldStats, hash_token, top_category,
+    Resolution, ResolveOutcome, ResolveRequest, ReviewFilter, ReviewItemRow, ReviewItemView,
+    ReviewSort, ReviewStats, ReviewStatus, Role, TokenRow, UpheldStats, hash_token, top_category,
 };
 pub use rows::{
     Attempt, BanRow, DeadLetterRow, DecisionRow, DecisionView, EventRow, NewDecision, NewEvent,
@@ -46,6 +46,9 @@ pub mod status {
     pub const IGNORED: &str = "ignored";
     /// Caused by chatguard's own bot user; never acted on.
     pub const OWN: &str = "own";
+    /// Older than `server.stale_event_secs` when it arrived (a replayed capture): recorded,
+    /// never acted on.
+    pub const STALE: &str = "stale";
     pub const DECIDED: &str = "decided";
     /// Handled without a decision (bans, deletions, user flags).
     pub const PROCESSED: &str = "processed";
@@ -87,9 +90,10 @@ macro_rules! select_events {
 macro_rules! select_decisions {
     ($rest:literal) => {
         concat!(
-            "select id, event_id, webhook_id, event_type, message_id, cid, user_id, text, toxicity, spam, ",
-            "explicit, matched_rules, reasons, decision, policy_version, action, action_status, ",
-            "dry_run, worker, received_at, decided_at, action_result, alert_status from decisions",
+            "select id, event_id, app, webhook_id, event_type, message_id, cid, user_id, text, toxicity, ",
+            "spam, explicit, matched_rules, reasons, decision, policy_version, action, action_status, ",
+            "dry_run, worker, received_at, decided_at, action_result, alert_status, shadow, would_do ",
+            "from decisions",
             $rest
         )
     };
@@ -109,7 +113,15 @@ macro_rules! insert_attempt {
     };
 }
 
+mod actions;
+mod retention;
 mod review;
+
+pub use retention::PruneReport;
+
+pub use actions::{
+    ActionContext, ActionEnd, ActionRow, ConfirmedBan, Finish, ItemBefore, NewAction, Origin,
+};
 
 /// What [`Store::insert_events`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +131,10 @@ pub enum Inserted {
     Duplicate {
         id: i64,
         status: String,
+    },
+    /// The same event (by content) was stored under another webhook id.
+    Replay {
+        id: i64,
     },
 }
 
@@ -228,9 +244,9 @@ impl Store {
             for e in events {
                 let inserted: Option<i64> = sqlx::query_scalar(
                     "insert into events (webhook_id, api_key, event_type, status, message_id, cid, user_id,
-                                         payload, received_at, updated_at)
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-                     on conflict (webhook_id) do nothing
+                                         payload, received_at, updated_at, content_key)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)
+                     on conflict do nothing
                      returning id",
                 )
                 .bind(&e.webhook_id)
@@ -242,18 +258,31 @@ impl Store {
                 .bind(&e.user_id)
                 .bind(&e.payload)
                 .bind(e.received_at)
+                .bind(&e.content_key)
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some(id) = inserted {
                     out.push(Inserted::New(id));
                     continue;
                 }
-                let (id, status): (i64, String) = sqlx::query_as(
+                let known: Option<(i64, String)> = sqlx::query_as(
                     "update events set deliveries = deliveries + 1 where webhook_id = $1 returning id, status",
                 )
                 .bind(&e.webhook_id)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+                let (id, status) = match known {
+                    Some(k) => k,
+                    None => {
+                        // Not the webhook id: the same event under a new id (a replay).
+                        let (id,): (i64,) = sqlx::query_as("select id from events where content_key = $1")
+                            .bind(&e.content_key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        out.push(Inserted::Replay { id });
+                        continue;
+                    }
+                };
                 out.push(Inserted::Duplicate { id, status });
             }
             tx.commit().await?;
@@ -291,6 +320,29 @@ impl Store {
             select_events!(" where status = 'received' and id > $1 order by id limit $2"),
         )
         .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Events waiting (`received`) or between tries (`retrying`) whose status has not changed
+    /// since `cutoff`: their job was lost (a store error in the retry path, a queue row gone).
+    /// Their `updated_at` is set to `now`, so one sweep re-queues each once. Returns
+    /// (id, webhook id, attempts so far).
+    pub async fn take_stranded_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(
+            "update events set updated_at = $2
+             where id in (select id from events where status in ('received', 'retrying')
+                          and updated_at < $1 order by id limit $3)
+             returning id, webhook_id, attempts",
+        )
+        .bind(cutoff)
+        .bind(now)
         .bind(limit)
         .fetch_all(pool)
         .await?))
@@ -362,6 +414,7 @@ impl Store {
     /// Counted from the decision log, so every worker on the database sees the same numbers.
     pub async fn user_activity(
         &self,
+        app: &str,
         user_id: &str,
         cid: Option<&str>,
         fingerprint: i64,
@@ -376,7 +429,7 @@ impl Store {
                  coalesce(sum(case when fingerprint = $3 and received_at >= $4 then 1 else 0 end), 0),
                  count(distinct case when fingerprint = $3 and received_at >= $4 and cid <> $5 then cid end)
              from decisions
-             where user_id = $1 and received_at >= $6 and received_at < $7",
+             where app = $8 and user_id = $1 and received_at >= $6 and received_at < $7",
         )
         .bind(user_id)
         .bind(flood_since)
@@ -385,43 +438,48 @@ impl Store {
         .bind(cid.unwrap_or(""))
         .bind(since)
         .bind(before)
+        .bind(app)
         .fetch_one(pool)
         .await?))
     }
 
-    /// A user's standing for the policy at `now`: strikes not expired or cleared, timed bans
-    /// chatguard gave before, and whether a ban (ours or a moderator's) is in force.
+    /// A user's standing in `app` for the policy at `now`: strikes not expired or cleared, timed
+    /// bans chatguard gave before, and whether a ban (ours or a moderator's) is in force or
+    /// waiting to be carried out on Stream (so a burst of messages does not ban twice).
     pub async fn user_standing(
         &self,
+        app: &str,
         user_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<(i64, i64, bool), StoreError> {
-        Ok(on_pool!(&self.reads, pool => {
-            let (strikes,): (i64,) = sqlx::query_as(
-                "select count(*) from strikes where user_id = $1 and expires_at > $2 and cleared_at is null",
-            )
-            .bind(user_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await?;
-            let (bans, active): (i64, i64) = sqlx::query_as(
-                "select
-                     coalesce(sum(case when source = 'chatguard' then 1 else 0 end), 0),
-                     coalesce(sum(case when lifted_at is null and (until is null or until > $2) then 1 else 0 end), 0)
-                 from bans where user_id = $1",
-            )
-            .bind(user_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await?;
-            (strikes, bans, active > 0)
-        }))
+    ) -> Result<Standing, StoreError> {
+        let (strikes, bans, active, pending): (i64, i64, i64, i64) = on_pool!(&self.reads, pool => sqlx::query_as(
+            "select
+                 (select count(*) from strikes where app = $3 and user_id = $1 and expires_at > $2
+                      and cleared_at is null),
+                 (select count(*) from bans where app = $3 and user_id = $1 and source = 'chatguard'),
+                 (select count(*) from bans where app = $3 and user_id = $1 and lifted_at is null
+                      and (until is null or until > $2)),
+                 (select count(*) from actions a join decisions d on d.id = a.decision_id
+                      where a.status = 'pending' and a.app = $3 and d.app = $3 and d.user_id = $1
+                        and d.decision = 'ban')",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(app)
+        .fetch_one(pool)
+        .await?);
+        Ok(Standing {
+            active_strikes: strikes,
+            previous_bans: bans,
+            banned_now: active > 0 || pending > 0,
+        })
     }
 
     /// Keeps ban state in step with Stream: a `user.banned` event records a ban from outside
     /// chatguard (unless ours is already in force); `user.unbanned` lifts every ban in force.
     pub async fn record_ban_event(
         &self,
+        app: &str,
         user_id: &str,
         banned: bool,
         until: Option<DateTime<Utc>>,
@@ -431,42 +489,26 @@ impl Store {
         on_pool!(&self.db, pool => {
             if banned {
                 sqlx::query(
-                    "insert into bans (user_id, source, reason, started_at, until)
-                     select $1, 'stream', $2, $3, $4
-                     where not exists (select 1 from bans where user_id = $1 and lifted_at is null
-                                       and (until is null or until > $3))",
+                    "insert into bans (app, user_id, source, reason, started_at, until)
+                     select $5, $1, 'stream', $2, $3, $4
+                     where not exists (select 1 from bans where app = $5 and user_id = $1
+                                       and lifted_at is null and (until is null or until > $3))",
                 )
                 .bind(user_id)
                 .bind(reason)
                 .bind(at)
                 .bind(until)
+                .bind(app)
                 .execute(pool)
                 .await?;
             } else {
-                sqlx::query("update bans set lifted_at = $2 where user_id = $1 and lifted_at is null")
+                sqlx::query("update bans set lifted_at = $2 where app = $3 and user_id = $1 and lifted_at is null")
                     .bind(user_id)
                     .bind(at)
+                    .bind(app)
                     .execute(pool)
                     .await?;
             }
-        });
-        Ok(())
-    }
-
-    /// Records what a decision did on Stream.
-    pub async fn record_action_outcome(
-        &self,
-        decision_id: i64,
-        action_status: &str,
-        action_result: &str,
-    ) -> Result<(), StoreError> {
-        on_pool!(&self.db, pool => {
-            sqlx::query("update decisions set action_status = $2, action_result = $3 where id = $1")
-                .bind(decision_id)
-                .bind(action_status)
-                .bind(action_result)
-                .execute(pool)
-                .await?;
         });
         Ok(())
     }
@@ -508,14 +550,17 @@ impl Store {
                     Outcome::Processed { event_id } => (*event_id, status::PROCESSED, Some(0)),
                     Outcome::Decided(d) => {
                         let inserted: Option<i64> = sqlx::query_scalar(
-                            "insert into decisions (event_id, webhook_id, event_type, message_id, cid, user_id, text,
-                                 toxicity, spam, explicit, matched_rules, reasons, decision, policy_version, action,
-                                 action_status, dry_run, worker, received_at, decided_at, fingerprint)
-                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                            "insert into decisions (event_id, app, webhook_id, event_type, message_id, cid, user_id,
+                                 text, toxicity, spam, explicit, matched_rules, reasons, decision, policy_version,
+                                 action, action_status, dry_run, worker, received_at, decided_at, fingerprint,
+                                 shadow, would_do)
+                             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                                     $18, $19, $20, $21, $22, $23, $24)
                              on conflict (event_id) do nothing
                              returning id",
                         )
                         .bind(d.event_id)
+                        .bind(&d.app)
                         .bind(&d.webhook_id)
                         .bind(&d.event_type)
                         .bind(&d.message_id)
@@ -536,14 +581,17 @@ impl Store {
                         .bind(d.received_at)
                         .bind(now)
                         .bind(d.fingerprint)
+                        .bind(d.shadow)
+                        .bind(&d.would_do)
                         .fetch_optional(&mut *tx)
                         .await?;
-                        if let (Some(id), Some(user)) = (inserted, d.user_id.as_deref()) {
-                            if let Some(expires_at) = d.strike_expires_at {
+                        if let Some(id) = inserted {
+                            if let (Some(user), Some(expires_at)) = (d.user_id.as_deref(), d.strike_expires_at) {
                                 sqlx::query(
-                                    "insert into strikes (user_id, decision_id, created_at, expires_at)
-                                     values ($1, $2, $3, $4)",
+                                    "insert into strikes (app, user_id, decision_id, created_at, expires_at)
+                                     values ($1, $2, $3, $4, $5)",
                                 )
+                                .bind(&d.app)
                                 .bind(user)
                                 .bind(id)
                                 .bind(now)
@@ -551,18 +599,12 @@ impl Store {
                                 .execute(&mut *tx)
                                 .await?;
                             }
-                            if let Some((until, reason)) = &d.ban {
-                                sqlx::query(
-                                    "insert into bans (user_id, source, decision_id, reason, started_at, until)
-                                     values ($1, 'chatguard', $2, $3, $4, $5)",
-                                )
-                                .bind(user)
-                                .bind(id)
-                                .bind(reason)
-                                .bind(now)
-                                .bind(*until)
-                                .execute(&mut *tx)
-                                .await?;
+                            if let Some(item) = &d.review {
+                                review::open_item_query!(item, id).fetch_one(&mut *tx).await?;
+                            }
+                            if let Some(action) = &d.outbox {
+                                let action = actions::NewAction { decision_id: Some(id), ..action.clone() };
+                                actions::insert_action!(tx, action, now);
                             }
                         }
                         (d.event_id, status::DECIDED, inserted)
@@ -606,6 +648,7 @@ impl Store {
             format!("${}", params.len())
         };
         for (column, value) in [
+            ("app", &filter.app),
             ("user_id", &filter.user_id),
             ("decision", &filter.decision),
             ("cid", &filter.cid),
@@ -662,24 +705,27 @@ impl Store {
     /// A user's latest strikes and bans, newest first.
     pub async fn strikes_and_bans(
         &self,
+        app: Option<&str>,
         user_id: &str,
         limit: i64,
     ) -> Result<(Vec<StrikeRow>, Vec<BanRow>), StoreError> {
         Ok(on_pool!(&self.reads, pool => {
             let strikes = sqlx::query_as(
-                "select id, decision_id, created_at, expires_at, cleared_at from strikes
-                 where user_id = $1 order by id desc limit $2",
+                "select id, app, decision_id, created_at, expires_at, cleared_at from strikes
+                 where user_id = $1 and app = coalesce($3, app) order by id desc limit $2",
             )
             .bind(user_id)
             .bind(limit)
+            .bind(app)
             .fetch_all(pool)
             .await?;
             let bans = sqlx::query_as(
-                "select id, source, decision_id, reason, started_at, until, lifted_at from bans
-                 where user_id = $1 order by id desc limit $2",
+                "select id, app, source, decision_id, reason, started_at, until, lifted_at from bans
+                 where user_id = $1 and app = coalesce($3, app) order by id desc limit $2",
             )
             .bind(user_id)
             .bind(limit)
+            .bind(app)
             .fetch_all(pool)
             .await?;
             (strikes, bans)
@@ -689,34 +735,18 @@ impl Store {
     /// A user's latest decisions, newest first.
     pub async fn decisions_for_user(
         &self,
+        app: Option<&str>,
         user_id: &str,
         limit: i64,
     ) -> Result<Vec<DecisionRow>, StoreError> {
         Ok(on_pool!(&self.reads, pool => sqlx::query_as(
-            select_decisions!(" where user_id = $1 order by id desc limit $2"),
+            select_decisions!(" where user_id = $1 and app = coalesce($3, app) order by id desc limit $2"),
         )
         .bind(user_id)
         .bind(limit)
+        .bind(app)
         .fetch_all(pool)
         .await?))
-    }
-
-    /// Clears the strike a decision gave (a moderator found the message fine). True if one was
-    /// active.
-    pub async fn clear_strike(
-        &self,
-        decision_id: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query(
-            "update strikes set cleared_at = $2 where decision_id = $1 and cleared_at is null",
-        )
-        .bind(decision_id)
-        .bind(at)
-        .execute(pool)
-        .await?
-        .rows_affected())
-            > 0)
     }
 
     pub async fn decision_for_event(
@@ -804,9 +834,19 @@ impl Store {
     }
 }
 
+/// A user's standing for the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub active_strikes: i64,
+    pub previous_bans: i64,
+    pub banned_now: bool,
+}
+
 /// Filters of [`Store::list_decisions`]; every one given must hold.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionFilter {
+    /// The app's API key.
+    pub app: Option<String>,
     pub user_id: Option<String>,
     /// `allow`, `flag`, `block` or `ban`.
     pub decision: Option<String>,

@@ -34,11 +34,12 @@ macro_rules! select_tokens {
 /// Every `ReviewItemRow` column, for `select` and `returning`.
 macro_rules! review_columns {
     () => {
-        "id, message_id, decision_id, first_decision_id, status, category, decision, toxicity, spam, \
+        "id, app, message_id, decision_id, first_decision_id, status, category, decision, toxicity, spam, \
          explicit, score, text, cid, user_id, reasons, rule_ids, action_status, flags, claimed_by, \
          claim_expires_at, resolved_by, resolution, note, created_at, updated_at, resolved_at"
     };
 }
+pub(crate) use review_columns;
 
 /// `col = <excluded.col if the incoming decision is newer, else the stored value>`.
 macro_rules! newest {
@@ -53,6 +54,47 @@ macro_rules! newest {
         )
     };
 }
+pub(crate) use newest;
+
+/// The upsert of [`Store::open_review_item`] for decision `$decision_id`, to run on a pool or
+/// inside a transaction; evaluates to the query (returning the item's id).
+macro_rules! open_item_query {
+    ($item:expr, $decision_id:expr) => {{
+        let item: &$crate::store::NewReviewItem = $item;
+        let (category, score) = $crate::store::top_category(&item.scores);
+        let rule_ids = serde_json::to_string(&item.rule_ids).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query_scalar::<_, i64>(concat!(
+            "insert into review_items (app, message_id, decision_id, first_decision_id, status, category,
+                 decision, toxicity, spam, explicit, score, text, cid, user_id, reasons, rule_ids,
+                 action_status, flags, created_at, updated_at)
+             values ($16, $1, $2, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15)
+             on conflict (app, message_id) where status <> 'resolved' do update set
+                 flags = review_items.flags + 1, updated_at = excluded.updated_at, ",
+            $crate::store::review::newest!("category"), ", ", $crate::store::review::newest!("decision"), ", ", $crate::store::review::newest!("toxicity"), ", ",
+            $crate::store::review::newest!("spam"), ", ", $crate::store::review::newest!("explicit"), ", ", $crate::store::review::newest!("score"), ", ",
+            $crate::store::review::newest!("text"), ", ", $crate::store::review::newest!("reasons"), ", ", $crate::store::review::newest!("rule_ids"), ", ",
+            $crate::store::review::newest!("action_status"), ", ", $crate::store::review::newest!("decision_id"),
+            " returning id"
+        ))
+        .bind(item.message_id.clone())
+        .bind($decision_id)
+        .bind(category.as_str())
+        .bind(item.decision.clone())
+        .bind(item.scores.toxicity)
+        .bind(item.scores.spam)
+        .bind(item.scores.explicit)
+        .bind(score)
+        .bind(item.text.clone())
+        .bind(item.cid.clone())
+        .bind(item.user_id.clone())
+        .bind(item.reasons.clone())
+        .bind(rule_ids)
+        .bind(item.action_status.clone())
+        .bind(item.at)
+        .bind(item.app.clone())
+    }};
+}
+pub(crate) use open_item_query;
 
 /// What an API token may do.
 #[derive(
@@ -125,6 +167,8 @@ pub fn hash_token(secret: &str) -> String {
 pub enum ReviewStatus {
     Open,
     Claimed,
+    /// Resolved by a moderator; waiting for Stream to carry the resolution out.
+    Resolving,
     Resolved,
 }
 
@@ -133,6 +177,7 @@ impl ReviewStatus {
         match self {
             ReviewStatus::Open => "open",
             ReviewStatus::Claimed => "claimed",
+            ReviewStatus::Resolving => "resolving",
             ReviewStatus::Resolved => "resolved",
         }
     }
@@ -144,9 +189,10 @@ impl FromStr for ReviewStatus {
         match s {
             "open" => Ok(ReviewStatus::Open),
             "claimed" => Ok(ReviewStatus::Claimed),
+            "resolving" => Ok(ReviewStatus::Resolving),
             "resolved" => Ok(ReviewStatus::Resolved),
             other => Err(format!(
-                "unknown status {other:?} (expected open, claimed or resolved)"
+                "unknown status {other:?} (expected open, claimed, resolving or resolved)"
             )),
         }
     }
@@ -196,6 +242,8 @@ impl FromStr for Resolution {
 /// A flag (or block or ban) to put in front of moderators. JSON columns arrive serialised.
 #[derive(Debug, Clone)]
 pub struct NewReviewItem {
+    /// The API key of the app the message belongs to.
+    pub app: String,
     pub message_id: String,
     pub decision_id: i64,
     pub decision: String,
@@ -226,6 +274,7 @@ pub fn top_category(scores: &Scores) -> (Category, f64) {
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ReviewItemRow {
     pub id: i64,
+    pub app: String,
     pub message_id: String,
     /// The latest decision on the message.
     pub decision_id: i64,
@@ -266,6 +315,7 @@ impl ReviewItemRow {
     pub fn effective_status(&self, now: DateTime<Utc>) -> ReviewStatus {
         match self.status.as_str() {
             "resolved" => ReviewStatus::Resolved,
+            "resolving" => ReviewStatus::Resolving,
             "claimed" if self.claim_expires_at.is_some_and(|t| t > now) => ReviewStatus::Claimed,
             _ => ReviewStatus::Open,
         }
@@ -275,6 +325,7 @@ impl ReviewItemRow {
     pub fn view(&self) -> ReviewItemView {
         ReviewItemView {
             id: self.id,
+            app: self.app.clone(),
             message_id: self.message_id.clone(),
             decision_id: self.decision_id,
             first_decision_id: self.first_decision_id,
@@ -312,6 +363,8 @@ impl ReviewItemRow {
 #[schema(as = ReviewItem)]
 pub struct ReviewItemView {
     pub id: i64,
+    /// The API key of the app the message belongs to.
+    pub app: String,
     pub message_id: String,
     /// The latest decision on the message.
     pub decision_id: i64,
@@ -389,6 +442,8 @@ impl FromStr for ReviewSort {
 /// Which review items to list. Every set field must match.
 #[derive(Debug, Clone, Default)]
 pub struct ReviewFilter {
+    /// The app's API key.
+    pub app: Option<String>,
     /// Matched against the status at `now`: an expired claim is open.
     pub status: Option<ReviewStatus>,
     pub category: Option<String>,
@@ -513,7 +568,11 @@ pub enum ReleaseOutcome {
 /// What [`Store::resolve_review_item`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolveOutcome {
-    Resolved(ReviewItemRow),
+    /// Resolved, or resolving until the durable work `action_id` ends.
+    Resolved {
+        row: ReviewItemRow,
+        action_id: Option<i64>,
+    },
     /// Resolved before; the item is unchanged.
     AlreadyResolved(ReviewItemRow),
     /// Another moderator's claim is in force.
@@ -521,6 +580,21 @@ pub enum ResolveOutcome {
         moderator: String,
         until: DateTime<Utc>,
     },
+}
+
+/// A moderator's resolution, as [`Store::resolve_review_item`] records it.
+#[derive(Debug, Clone)]
+pub struct ResolveRequest<'a> {
+    pub id: i64,
+    pub moderator: &'a str,
+    pub resolution: Resolution,
+    pub note: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    /// JSON list of the Stream calls to make; None: nothing to call, resolved at once.
+    pub steps: Option<String>,
+    pub context: super::ActionContext,
+    /// The audit row's outcome when nothing is called (dry-run, dismiss).
+    pub outcome_without_calls: serde_json::Value,
 }
 
 /// How moderators judged the items of one rule or category.
@@ -707,38 +781,9 @@ impl Store {
     /// Opens a review item for the message, or adds this flag to the one already open (flags
     /// + 1; the newer decision's id, scores, reasons and rules win). Returns the item's id.
     pub async fn open_review_item(&self, item: &NewReviewItem) -> Result<i64, StoreError> {
-        let (category, score) = top_category(&item.scores);
-        let rule_ids = serde_json::to_string(&item.rule_ids).unwrap_or_else(|_| "[]".to_owned());
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar(concat!(
-            "insert into review_items (message_id, decision_id, first_decision_id, status, category,
-                 decision, toxicity, spam, explicit, score, text, cid, user_id, reasons, rule_ids,
-                 action_status, flags, created_at, updated_at)
-             values ($1, $2, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15)
-             on conflict (message_id) where status <> 'resolved' do update set
-                 flags = review_items.flags + 1, updated_at = excluded.updated_at, ",
-            newest!("category"), ", ", newest!("decision"), ", ", newest!("toxicity"), ", ",
-            newest!("spam"), ", ", newest!("explicit"), ", ", newest!("score"), ", ",
-            newest!("text"), ", ", newest!("reasons"), ", ", newest!("rule_ids"), ", ",
-            newest!("action_status"), ", ", newest!("decision_id"),
-            " returning id"
-        ))
-        .bind(&item.message_id)
-        .bind(item.decision_id)
-        .bind(category.as_str())
-        .bind(&item.decision)
-        .bind(item.scores.toxicity)
-        .bind(item.scores.spam)
-        .bind(item.scores.explicit)
-        .bind(score)
-        .bind(&item.text)
-        .bind(&item.cid)
-        .bind(&item.user_id)
-        .bind(&item.reasons)
-        .bind(&rule_ids)
-        .bind(&item.action_status)
-        .bind(item.at)
-        .fetch_one(pool)
-        .await?))
+        Ok(
+            on_pool!(&self.db, pool => open_item_query!(item, item.decision_id).fetch_one(pool).await?),
+        )
     }
 
     pub async fn get_review_item(&self, id: i64) -> Result<ReviewItemRow, StoreError> {
@@ -785,6 +830,7 @@ impl Store {
                 ReviewStatus::Claimed => {
                     format!(" and status = 'claimed' and claim_expires_at > {now}")
                 }
+                ReviewStatus::Resolving => " and status = 'resolving'".to_owned(),
                 ReviewStatus::Resolved => " and status = 'resolved'".to_owned(),
             });
         }
@@ -792,6 +838,7 @@ impl Store {
             ("category", &filter.category),
             ("decision", &filter.decision),
             ("cid", &filter.cid),
+            ("app", &filter.app),
             ("user_id", &filter.user_id),
         ] {
             if let Some(v) = value {
@@ -870,7 +917,7 @@ impl Store {
             let row: Option<ReviewItemRow> = on_pool!(&self.db, pool => sqlx::query_as(concat!(
                 "update review_items
                  set status = 'claimed', claimed_by = $2, claim_expires_at = $3, updated_at = $4
-                 where id = $1 and status <> 'resolved'
+                 where id = $1 and status not in ('resolved', 'resolving')
                    and (claimed_by is null or claimed_by = $2 or claim_expires_at <= $4)
                  returning ",
                 review_columns!()
@@ -885,7 +932,7 @@ impl Store {
                 return Ok(ClaimOutcome::Claimed(row));
             }
             let row = self.review_item_on(&self.db, id).await?;
-            if row.status == "resolved" {
+            if matches!(row.status.as_str(), "resolved" | "resolving") {
                 return Ok(ClaimOutcome::AlreadyResolved(row));
             }
             if let (Some(by), Some(until)) = (row.claimed_by, row.claim_expires_at)
@@ -928,42 +975,83 @@ impl Store {
         }
     }
 
-    /// Resolves the item, unless another moderator's claim is in force. Resolving a resolved
-    /// item changes nothing and returns it as it is.
+    /// Resolves the item, unless another moderator's claim is in force; resolving a resolved
+    /// (or resolving) item changes nothing and returns it as it is. With Stream calls to make
+    /// the item becomes `resolving` and the calls are written as durable work, the audit row in
+    /// the same transaction; the end of that work resolves it (or puts it back as it was).
+    /// Without calls it is resolved at once.
     pub async fn resolve_review_item(
         &self,
-        id: i64,
-        moderator: &str,
-        resolution: Resolution,
-        note: Option<&str>,
-        now: DateTime<Utc>,
+        req: &ResolveRequest<'_>,
     ) -> Result<ResolveOutcome, StoreError> {
+        let now = req.now;
+        let status = if req.steps.is_some() {
+            "resolving"
+        } else {
+            "resolved"
+        };
         for _ in 0..3 {
-            let row: Option<ReviewItemRow> = on_pool!(&self.db, pool => sqlx::query_as(concat!(
-                "update review_items
-                 set status = 'resolved', resolved_by = $2, resolution = $3, note = $4,
-                     resolved_at = $5, updated_at = $5, claimed_by = null, claim_expires_at = null
-                 where id = $1 and status <> 'resolved'
-                   and (claimed_by is null or claimed_by = $2 or claim_expires_at <= $5)
-                 returning ",
-                review_columns!()
-            ))
-            .bind(id)
-            .bind(moderator)
-            .bind(resolution.as_str())
-            .bind(note)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?);
-            if let Some(row) = row {
-                return Ok(ResolveOutcome::Resolved(row));
+            let resolved: Option<(ReviewItemRow, Option<i64>)> = on_pool!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let row: Option<ReviewItemRow> = sqlx::query_as(concat!(
+                    "update review_items
+                     set status = $6, resolved_by = $2, resolution = $3, note = $4,
+                         resolved_at = case when $6 = 'resolved' then $5 else null end,
+                         updated_at = $5, claimed_by = null, claim_expires_at = null
+                     where id = $1 and status not in ('resolved', 'resolving')
+                       and (claimed_by is null or claimed_by = $2 or claim_expires_at <= $5)
+                     returning ",
+                    review_columns!()
+                ))
+                .bind(req.id)
+                .bind(req.moderator)
+                .bind(req.resolution.as_str())
+                .bind(req.note)
+                .bind(now)
+                .bind(status)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    None => None,
+                    Some(row) => {
+                        let target = format!("review_item:{}", row.id);
+                        let action_id = match &req.steps {
+                            Some(steps) => {
+                                let action = super::NewAction {
+                                    app: row.app.clone(),
+                                    origin: super::Origin::Resolution,
+                                    decision_id: None,
+                                    review_item_id: Some(row.id),
+                                    steps: steps.clone(),
+                                    context: Some(serde_json::to_string(&req.context).unwrap_or_default()),
+                                };
+                                let id = super::actions::insert_action!(tx, action, now);
+                                let after = serde_json::json!({"item": row.view(), "waiting_for": "stream"});
+                                super::actions::insert_audit_tx!(tx, req.moderator, "review_item.resolve_requested",
+                                    &target, req.context.audit_before.as_ref(), Some(&after), now);
+                                Some(id)
+                            }
+                            None => {
+                                let after = serde_json::json!({"item": row.view(), "outcome": req.outcome_without_calls});
+                                super::actions::insert_audit_tx!(tx, req.moderator, "review_item.resolve",
+                                    &target, req.context.audit_before.as_ref(), Some(&after), now);
+                                None
+                            }
+                        };
+                        tx.commit().await?;
+                        Some((row, action_id))
+                    }
+                }
+            });
+            if let Some((row, action_id)) = resolved {
+                return Ok(ResolveOutcome::Resolved { row, action_id });
             }
-            let row = self.review_item_on(&self.db, id).await?;
-            if row.status == "resolved" {
+            let row = self.review_item_on(&self.db, req.id).await?;
+            if matches!(row.status.as_str(), "resolved" | "resolving") {
                 return Ok(ResolveOutcome::AlreadyResolved(row));
             }
             if let (Some(by), Some(until)) = (row.claimed_by, row.claim_expires_at)
-                && by != moderator
+                && by != req.moderator
                 && until > now
             {
                 return Ok(ResolveOutcome::HeldBy {
@@ -977,34 +1065,31 @@ impl Store {
         )))
     }
 
-    /// Undoes a resolution that could not be carried out on Stream: the item gets back the
-    /// status, claim and note it had in `before`, so it can be resolved again. Only the
-    /// resolution `moderator` made at `resolved_at` is undone; None if it is not the current one.
-    pub async fn reopen_review_item(
+    /// Writes a moderator's unban as durable work, audited in the same transaction.
+    pub async fn request_unban(
         &self,
-        before: &ReviewItemRow,
-        moderator: &str,
-        resolved_at: DateTime<Utc>,
+        app: &str,
+        steps: &str,
+        context: &super::ActionContext,
         now: DateTime<Utc>,
-    ) -> Result<Option<ReviewItemRow>, StoreError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(concat!(
-            "update review_items
-             set status = $4, claimed_by = $5, claim_expires_at = $6, note = $7,
-                 resolved_by = null, resolution = null, resolved_at = null, updated_at = $8
-             where id = $1 and status = 'resolved' and resolved_by = $2 and resolved_at = $3
-             returning ",
-            review_columns!()
-        ))
-        .bind(before.id)
-        .bind(moderator)
-        .bind(resolved_at)
-        .bind(&before.status)
-        .bind(&before.claimed_by)
-        .bind(before.claim_expires_at)
-        .bind(&before.note)
-        .bind(now)
-        .fetch_optional(pool)
-        .await?))
+    ) -> Result<i64, StoreError> {
+        Ok(on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let action = super::NewAction {
+                app: app.to_owned(),
+                origin: super::Origin::Unban,
+                decision_id: None,
+                review_item_id: None,
+                steps: steps.to_owned(),
+                context: Some(serde_json::to_string(context).unwrap_or_default()),
+            };
+            let id = super::actions::insert_action!(tx, action, now);
+            let target = format!("user:{}", context.user_id.as_deref().unwrap_or_default());
+            super::actions::insert_audit_tx!(tx, &context.actor, "user.unban_requested", &target,
+                context.audit_before.as_ref(), None::<&serde_json::Value>, now);
+            tx.commit().await?;
+            id
+        }))
     }
 
     /// Appends to the audit log; returns the entry's id.

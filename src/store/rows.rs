@@ -10,6 +10,9 @@ use crate::domain::Scores;
 pub struct NewEvent {
     pub webhook_id: String,
     pub api_key: String,
+    /// The app and [`crate::domain::ChatEvent::content_identity`]: a replay under a new webhook
+    /// id is recognised by it.
+    pub content_key: Option<String>,
     pub event_type: String,
     pub status: &'static str,
     pub message_id: Option<String>,
@@ -45,10 +48,14 @@ pub struct EventRow {
     pub received_at: DateTime<Utc>,
 }
 
-/// A decision about to be stored. JSON columns arrive serialised.
+/// A decision about to be stored, with what is to be written in the same transaction: the
+/// strike it gives, the review item it opens and the Stream calls it implies. JSON columns
+/// arrive serialised.
 #[derive(Debug, Clone)]
 pub struct NewDecision {
     pub event_id: i64,
+    /// The API key of the app whose webhook this answers.
+    pub app: String,
     pub webhook_id: String,
     pub event_type: String,
     pub message_id: Option<String>,
@@ -60,17 +67,24 @@ pub struct NewDecision {
     pub reasons: String,
     pub decision: &'static str,
     pub policy_version: String,
+    /// JSON list of the planned Stream calls.
     pub action: String,
     pub action_status: &'static str,
     pub dry_run: bool,
+    /// Decided in shadow mode (or for an exempt role): logged, not acted on.
+    pub shadow: bool,
+    /// JSON: the strike, ban and calls a shadow, exempt or dry-run decision would have made.
+    pub would_do: Option<String>,
     pub worker: String,
     pub received_at: DateTime<Utc>,
     /// Fingerprint of the normalised text, for repeat detection.
     pub fingerprint: Option<i64>,
-    /// Set when the decision is a strike: when it stops counting.
+    /// Set when the decision is a strike that counts: when it stops counting.
     pub strike_expires_at: Option<DateTime<Utc>>,
-    /// Set when the decision bans: until when (`None`: permanent), and why.
-    pub ban: Option<(Option<DateTime<Utc>>, String)>,
+    /// Set when the calls are to be made: the outbox row (its decision id is filled in).
+    pub outbox: Option<super::actions::NewAction>,
+    /// Set when the decision opens (or adds to) a review item (its decision id is filled in).
+    pub review: Option<super::review::NewReviewItem>,
 }
 
 /// How a successful job ended.
@@ -87,6 +101,7 @@ pub enum Outcome {
 pub struct DecisionRow {
     pub id: i64,
     pub event_id: i64,
+    pub app: String,
     pub webhook_id: String,
     pub event_type: String,
     pub message_id: Option<String>,
@@ -110,6 +125,8 @@ pub struct DecisionRow {
     pub action_result: Option<String>,
     /// How the e-mail digest holding this decision went.
     pub alert_status: Option<String>,
+    pub shadow: bool,
+    pub would_do: Option<String>,
 }
 
 /// Stored JSON text as a value (a string if it is not JSON).
@@ -123,6 +140,8 @@ pub(crate) fn parse_json(s: &str) -> serde_json::Value {
 pub struct DecisionView {
     pub id: i64,
     pub event_id: i64,
+    /// The API key of the app the message belongs to.
+    pub app: String,
     pub webhook_id: String,
     pub event_type: String,
     pub message_id: Option<String>,
@@ -145,6 +164,10 @@ pub struct DecisionView {
     pub action_result: Option<serde_json::Value>,
     pub alert_status: Option<String>,
     pub dry_run: bool,
+    /// Decided in shadow mode or for an exempt role: logged, not acted on.
+    pub shadow: bool,
+    /// What a shadow, exempt or dry-run decision would have done (strike, ban, calls).
+    pub would_do: Option<serde_json::Value>,
     pub worker: String,
     pub received_at: DateTime<Utc>,
     pub decided_at: DateTime<Utc>,
@@ -156,6 +179,7 @@ impl DecisionRow {
         DecisionView {
             id: self.id,
             event_id: self.event_id,
+            app: self.app.clone(),
             webhook_id: self.webhook_id.clone(),
             event_type: self.event_type.clone(),
             message_id: self.message_id.clone(),
@@ -176,6 +200,8 @@ impl DecisionRow {
             action_result: self.action_result.as_deref().map(parse_json),
             alert_status: self.alert_status.clone(),
             dry_run: self.dry_run,
+            shadow: self.shadow,
+            would_do: self.would_do.as_deref().map(parse_json),
             worker: self.worker.clone(),
             received_at: self.received_at,
             decided_at: self.decided_at,
@@ -209,6 +235,7 @@ pub struct DeadLetterRow {
 #[schema(as = Strike)]
 pub struct StrikeRow {
     pub id: i64,
+    pub app: String,
     pub decision_id: i64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -220,7 +247,9 @@ pub struct StrikeRow {
 #[schema(as = Ban)]
 pub struct BanRow {
     pub id: i64,
-    /// `chatguard` (the escalation ladder) or `stream` (a `user.banned` event).
+    pub app: String,
+    /// `chatguard` (the escalation ladder, once Stream confirmed the ban), `moderator` (a
+    /// resolution or ban through the review API) or `stream` (a `user.banned` event).
     pub source: String,
     pub decision_id: Option<i64>,
     pub reason: Option<String>,

@@ -313,12 +313,13 @@ async fn bans_from_stream_keep_the_users_state_right() {
     }
     s.post("ban", &ban_event("user.banned", user)).await;
     wait_settled(s.app.store()).await;
-    let (_, _, banned) = s
+    let banned = s
         .app
         .store()
-        .user_standing(user, chrono::Utc::now())
+        .user_standing(API_KEY, user, chrono::Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .banned_now;
     assert!(banned);
     // A third strike while banned: blocked, no second ban.
     s.post("b2", &message_new("m-b2", user, "kys you worthless idiot"))

@@ -162,6 +162,7 @@ async fn replay_without_a_secret_uses_the_dry_run_secret_from_the_database() {
     let mut cfg = config(&db.url, &[]);
     cfg.stream.api_key = None;
     cfg.stream.api_secret = None;
+    cfg.stream.dry_run = true;
     let app = TestApp::spawn(cfg).await;
     let (ok, out, err) = run(bin()
         .arg("replay")

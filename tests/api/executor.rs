@@ -1,11 +1,12 @@
-//! The action executor against the local Stream stand-in: the calls each decision makes, the
-//! moderators' notice, skipping, partial failures and idempotent re-execution.
+//! The action planner and executor against the local Stream stand-in: the calls each decision
+//! makes, the moderators' notice, partial failures and idempotent re-execution.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use chatguard::actions::executor::{
-    ActionOutcome, ActionRequest, ActionsConfig, DeleteMode, Executor,
-};
+use std::collections::HashMap;
+
+use chatguard::actions::executor::Executor;
+use chatguard::actions::plan::{ActionsConfig, DecisionFacts, DeleteMode, plan_decision};
 use chatguard::actions::stream::{StreamClient, StreamClientConfig};
 use chatguard::domain::{BanPlan, Decision, Scores};
 use secrecy::SecretString;
@@ -38,8 +39,61 @@ fn notify_cfg() -> ActionsConfig {
     }
 }
 
-fn executor(standin: &StreamStandin, cfg: ActionsConfig) -> Executor {
-    Executor::new(Some(client(standin, 4)), cfg, BOT.to_owned())
+/// The planner and the executor together, as the action runner uses them for decision #7:
+/// every planned step is carried out in order, a failed one does not stop the later ones.
+struct Exec {
+    exec: Executor,
+    cfg: ActionsConfig,
+}
+
+#[derive(Debug, PartialEq)]
+struct StepOut {
+    step: &'static str,
+    status: &'static str,
+    error: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    status: &'static str,
+    steps: Vec<StepOut>,
+}
+
+impl Exec {
+    fn new(client: StreamClient, cfg: ActionsConfig) -> Self {
+        Self {
+            exec: Executor::new(
+                HashMap::from([(API_KEY.to_owned(), client)]),
+                BOT.to_owned(),
+            ),
+            cfg,
+        }
+    }
+
+    async fn execute(&self, req: &DecisionFacts<'_>) -> Outcome {
+        let plan = plan_decision(req, &self.cfg);
+        let mut steps = Vec::new();
+        for step in &plan.steps {
+            let result = self.exec.run(API_KEY, step, Some(7)).await;
+            steps.push(StepOut {
+                step: step.name(),
+                status: if result.is_ok() { "done" } else { "failed" },
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+        let status = if steps.is_empty() {
+            "none"
+        } else if steps.iter().any(|s| s.status == "failed") {
+            "failed"
+        } else {
+            "done"
+        };
+        Outcome { status, steps }
+    }
+}
+
+fn executor(standin: &StreamStandin, cfg: ActionsConfig) -> Exec {
+    Exec::new(client(standin, 4), cfg)
 }
 
 /// A stand-in that knows the user's message and the moderators' channel.
@@ -55,13 +109,9 @@ fn request<'a>(
     decision: Decision,
     reasons: &'a [String],
     ban: Option<&'a BanPlan>,
-) -> ActionRequest<'a> {
-    ActionRequest {
-        decision_id: 7,
+) -> DecisionFacts<'a> {
+    DecisionFacts {
         decision,
-        shadow: false,
-        exempt: false,
-        dry_run: false,
         message_id: Some(MSG),
         user_id: Some(USER),
         cid: Some(CID),
@@ -86,7 +136,7 @@ fn plan(timeout_minutes: Option<u32>) -> BanPlan {
 }
 
 /// `(step, status)` of every step.
-fn steps(out: &ActionOutcome) -> Vec<(&'static str, &'static str)> {
+fn steps(out: &Outcome) -> Vec<(&'static str, &'static str)> {
     out.steps.iter().map(|s| (s.step, s.status)).collect()
 }
 
@@ -291,59 +341,6 @@ async fn a_permanent_ban_sends_no_timeout() {
 }
 
 #[tokio::test]
-async fn shadow_exempt_dry_run_and_no_client_make_no_calls() {
-    let standin = standin().await;
-    let plan = plan(Some(60));
-    let base = request(Decision::Ban, &[], Some(&plan));
-    let with_client = executor(&standin, notify_cfg());
-    let without_client = Executor::new(None, notify_cfg(), BOT.to_owned());
-
-    let mut cases = Vec::new();
-    for (name, req) in [
-        (
-            "shadow",
-            ActionRequest {
-                shadow: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "exempt",
-            ActionRequest {
-                exempt: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "dry_run",
-            ActionRequest {
-                dry_run: true,
-                ..base.clone()
-            },
-        ),
-    ] {
-        cases.push((name, with_client.execute(&req).await));
-    }
-    cases.push(("no client", without_client.execute(&base).await));
-
-    for (name, out) in cases {
-        assert_eq!(out.status, "skipped", "{name}");
-        assert_eq!(
-            steps(&out),
-            [
-                ("delete", "skipped"),
-                ("ban", "skipped"),
-                ("notice", "skipped")
-            ],
-            "{name}"
-        );
-        assert!(out.steps.iter().all(|s| s.error.is_none()), "{name}");
-    }
-    assert!(standin.calls().is_empty(), "{:#?}", standin.calls());
-    assert_eq!(standin.message(MSG).unwrap().deleted, None);
-}
-
-#[tokio::test]
 async fn allow_does_nothing() {
     let standin = standin().await;
     let out = executor(&standin, notify_cfg())
@@ -351,7 +348,7 @@ async fn allow_does_nothing() {
         .await;
     assert_eq!(
         out,
-        ActionOutcome {
+        Outcome {
             status: "none",
             steps: vec![]
         }
@@ -363,7 +360,7 @@ async fn allow_does_nothing() {
 async fn pre_send_bans_and_notifies_without_deleting() {
     let standin = standin().await;
     let plan = plan(Some(15));
-    let req = ActionRequest {
+    let req = DecisionFacts {
         pre_send: true,
         ..request(Decision::Ban, &[], Some(&plan))
     };
@@ -414,7 +411,7 @@ async fn stream_down_fails_every_step_with_streams_error_and_tries_them_all() {
         usize::MAX,
     );
     let plan = plan(Some(60));
-    let exec = Executor::new(Some(client(&standin, 1)), notify_cfg(), BOT.to_owned());
+    let exec = Exec::new(client(&standin, 1), notify_cfg());
 
     let out = exec
         .execute(&request(Decision::Ban, &[], Some(&plan)))
@@ -462,7 +459,7 @@ async fn a_failed_delete_still_bans_and_notifies() {
         usize::MAX,
     );
     let plan = plan(Some(60));
-    let exec = Executor::new(Some(client(&standin, 1)), notify_cfg(), BOT.to_owned());
+    let exec = Exec::new(client(&standin, 1), notify_cfg());
 
     let out = exec
         .execute(&request(Decision::Ban, &[], Some(&plan)))

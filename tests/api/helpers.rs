@@ -110,6 +110,8 @@ pub fn bin() -> std::process::Command {
         // As in `config`: Stream is unreachable and refused at once unless a test says otherwise.
         .env("STREAM_BASE_URL", "http://127.0.0.1:9")
         .env("CHATGUARD_STREAM__MAX_RETRIES", "0")
+        // Fixtures carry fixed dates: the stale-event check has its own tests.
+        .env("CHATGUARD_SERVER__STALE_EVENT_SECS", "0")
         .env("RUST_LOG", "warn");
     c
 }
@@ -136,6 +138,13 @@ pub fn config(db_url: &str, extra: &[(&str, &str)]) -> Config {
         // connection fails at once, without retries.
         ("STREAM_BASE_URL", "http://127.0.0.1:9"),
         ("CHATGUARD_STREAM__MAX_RETRIES", "0"),
+        // Fixtures carry fixed dates: the stale-event check has its own tests.
+        ("CHATGUARD_SERVER__STALE_EVENT_SECS", "0"),
+        // Durable actions retry fast in tests; a runner that died lets go within 2 s.
+        ("CHATGUARD_ACTIONS__RETRY_BASE_MS", "100"),
+        ("CHATGUARD_ACTIONS__RETRY_MAX_MS", "1000"),
+        ("CHATGUARD_ACTIONS__LEASE_SECS", "2"),
+        ("CHATGUARD_ACTIONS__POLL_MS", "50"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

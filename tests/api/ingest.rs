@@ -407,9 +407,15 @@ async fn dry_run_signs_with_a_kept_development_secret_and_records_would_do() {
     let mut cfg = config(&db.url, &[]);
     cfg.stream.api_key = None;
     cfg.stream.api_secret = None;
-    assert!(cfg.dry_run());
+    assert!(!cfg.dry_run());
+    assert!(matches!(
+        chatguard::app::App::serve(cfg.clone()).await.err(),
+        Some(chatguard::app::StartError::NoCredentials)
+    ));
+    cfg.stream.dry_run = true;
     let app = TestApp::spawn(cfg.clone()).await;
-    let secret = app.services.dev_secret().await.unwrap();
+    let (secret, fresh) = app.services.dev_secret().await.unwrap();
+    assert!(!fresh, "made at start, kept since");
     assert_eq!(secret.len(), 64);
     let body = message_new("m-dry", "u-dry", "kys loser");
     let key = chatguard::config::DEV_API_KEY;
@@ -434,6 +440,6 @@ async fn dry_run_signs_with_a_kept_development_secret_and_records_would_do() {
     app.stop().await;
     // The secret survives a restart.
     let again = TestApp::spawn(cfg).await;
-    assert_eq!(again.services.dev_secret().await.unwrap(), secret);
+    assert_eq!(again.services.dev_secret().await.unwrap(), (secret, false));
     again.stop().await;
 }

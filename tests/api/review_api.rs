@@ -530,6 +530,7 @@ async fn dry_run_resolves_without_calling_stream(db: &TestDb, _: Backend) {
         ("CHATGUARD_DATABASE_URL", db.url.as_str()),
         ("CHATGUARD_LISTEN", "127.0.0.1:0"),
         ("STREAM_BASE_URL", base.as_str()),
+        ("CHATGUARD_DRY_RUN", "true"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -540,7 +541,7 @@ async fn dry_run_resolves_without_calling_stream(db: &TestDb, _: Backend) {
     .collect();
     let app = TestApp::spawn(chatguard::config::Config::load_from(None, env).unwrap()).await;
     assert!(app.services.config.dry_run());
-    let secret = app.services.dev_secret().await.unwrap();
+    let (secret, _) = app.services.dev_secret().await.unwrap();
     let body = message_new("m-dry", "u-dry", "what an idiot");
     let r = app
         .post_raw(
@@ -592,10 +593,10 @@ async fn approving_a_blocked_message_clears_its_strike(db: &TestDb, _: Backend) 
     let strikes = || async {
         s.app
             .store()
-            .user_standing("u-strike", Utc::now())
+            .user_standing(API_KEY, "u-strike", Utc::now())
             .await
             .unwrap()
-            .0
+            .active_strikes
     };
     assert_eq!(strikes().await, 1, "the block is a strike");
     let (status, body) = s
@@ -886,7 +887,7 @@ async fn unban_calls_stream_once_and_lifts_the_ban(db: &TestDb, _: Backend) {
     s.item("m-ub", "u-ub").await;
     s.app
         .store()
-        .record_ban_event("u-ub", true, None, Some("spam"), Utc::now())
+        .record_ban_event(API_KEY, "u-ub", true, None, Some("spam"), Utc::now())
         .await
         .unwrap();
     let (status, page) = s.get("/users/u-ub", Some(&mo)).await;

@@ -34,6 +34,7 @@ async fn decisions(store: &Store, n: usize) -> Vec<i64> {
     let events: Vec<NewEvent> = (0..n)
         .map(|i| NewEvent {
             webhook_id: format!("{tag}-{i}"),
+            content_key: None,
             api_key: API_KEY.into(),
             event_type: "message.new".into(),
             status: "received",
@@ -54,6 +55,7 @@ async fn decisions(store: &Store, n: usize) -> Vec<i64> {
             };
             Outcome::Decided(Box::new(NewDecision {
                 event_id: *event_id,
+                app: API_KEY.into(),
                 webhook_id: e.webhook_id.clone(),
                 event_type: e.event_type.clone(),
                 message_id: e.message_id.clone(),
@@ -71,8 +73,11 @@ async fn decisions(store: &Store, n: usize) -> Vec<i64> {
                 worker: "test".into(),
                 received_at: t0(),
                 fingerprint: None,
+                shadow: false,
+                would_do: None,
                 strike_expires_at: None,
-                ban: None,
+                outbox: None,
+                review: None,
             }))
         })
         .collect();
@@ -95,6 +100,7 @@ fn scores(toxicity: f64, spam: f64, explicit: f64) -> Scores {
 
 fn item(message_id: &str, decision_id: i64, s: Scores, at: DateTime<Utc>) -> NewReviewItem {
     NewReviewItem {
+        app: API_KEY.into(),
         message_id: message_id.into(),
         decision_id,
         decision: "flag".into(),
@@ -239,10 +245,10 @@ async fn one_open_item_per_message_collects_its_flags(db: &TestDb, _: Backend) {
 
     // Once resolved, a new flag opens a new item.
     let resolved = store
-        .resolve_review_item(id, "ann", Resolution::Remove, None, secs(10))
+        .resolve_review_item(&req(id, "ann", Resolution::Remove, None, secs(10)))
         .await
         .unwrap();
-    assert!(matches!(resolved, ResolveOutcome::Resolved(_)));
+    assert!(matches!(resolved, ResolveOutcome::Resolved { .. }));
     let reopened = store
         .open_review_item(&item("m1", d[3], scores(0.8, 0.0, 0.0), secs(20)))
         .await
@@ -319,7 +325,7 @@ async fn each_filter_and_sort_selects_the_right_items(db: &TestDb, _: Backend) {
         ids.insert(m, store.open_review_item(&it).await.unwrap());
     }
     store
-        .resolve_review_item(ids["c"], "ann", Resolution::Ban, None, secs(35))
+        .resolve_review_item(&req(ids["c"], "ann", Resolution::Ban, None, secs(35)))
         .await
         .unwrap();
     store
@@ -595,7 +601,7 @@ async fn claims_are_exclusive_until_they_expire(db: &TestDb, _: Backend) {
         ClaimOutcome::Claimed(_)
     ));
     store
-        .resolve_review_item(id, "ann", Resolution::Dismiss, None, secs(510))
+        .resolve_review_item(&req(id, "ann", Resolution::Dismiss, None, secs(510)))
         .await
         .unwrap();
     assert!(matches!(
@@ -628,7 +634,7 @@ async fn resolving_is_idempotent_and_respects_claims(db: &TestDb, _: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .resolve_review_item(id, "ben", Resolution::Approve, None, secs(20))
+            .resolve_review_item(&req(id, "ben", Resolution::Approve, None, secs(20)))
             .await
             .unwrap(),
         ResolveOutcome::HeldBy {
@@ -636,8 +642,14 @@ async fn resolving_is_idempotent_and_respects_claims(db: &TestDb, _: Backend) {
             until: secs(10) + Duration::minutes(5)
         }
     );
-    let ResolveOutcome::Resolved(done) = store
-        .resolve_review_item(id, "ann", Resolution::Remove, Some("scam link"), secs(30))
+    let ResolveOutcome::Resolved { row: done, .. } = store
+        .resolve_review_item(&req(
+            id,
+            "ann",
+            Resolution::Remove,
+            Some("scam link"),
+            secs(30),
+        ))
         .await
         .unwrap()
     else {
@@ -652,7 +664,7 @@ async fn resolving_is_idempotent_and_respects_claims(db: &TestDb, _: Backend) {
     for (who, res) in [("ann", Resolution::Approve), ("ben", Resolution::Ban)] {
         assert_eq!(
             store
-                .resolve_review_item(id, who, res, Some("again"), secs(40))
+                .resolve_review_item(&req(id, who, res, Some("again"), secs(40)))
                 .await
                 .unwrap(),
             ResolveOutcome::AlreadyResolved(done.clone())
@@ -671,14 +683,14 @@ async fn resolving_is_idempotent_and_respects_claims(db: &TestDb, _: Backend) {
         .unwrap();
     assert!(matches!(
         store
-            .resolve_review_item(other, "ben", Resolution::Approve, None, secs(31))
+            .resolve_review_item(&req(other, "ben", Resolution::Approve, None, secs(31)))
             .await
             .unwrap(),
-        ResolveOutcome::Resolved(_)
+        ResolveOutcome::Resolved { .. }
     ));
     assert!(matches!(
         store
-            .resolve_review_item(9_999_999, "ben", Resolution::Approve, None, secs(31))
+            .resolve_review_item(&req(9_999_999, "ben", Resolution::Approve, None, secs(31)))
             .await,
         Err(StoreError::NotFound)
     ));
@@ -723,7 +735,7 @@ async fn stats_count_open_items_median_time_and_upheld_shares(db: &TestDb, _: Ba
         let id = store.open_review_item(&it).await.unwrap();
         if let Some((after, how)) = resolved {
             store
-                .resolve_review_item(id, "ann", how, None, secs(created + after))
+                .resolve_review_item(&req(id, "ann", how, None, secs(created + after)))
                 .await
                 .unwrap();
         }
@@ -772,7 +784,7 @@ async fn stats_count_open_items_median_time_and_upheld_shares(db: &TestDb, _: Ba
         .await
         .unwrap();
     store
-        .resolve_review_item(id, "ann", Resolution::Approve, None, secs(400))
+        .resolve_review_item(&req(id, "ann", Resolution::Approve, None, secs(400)))
         .await
         .unwrap();
     let stats = store.review_stats(secs(1000)).await.unwrap();
@@ -793,7 +805,7 @@ async fn labels_export_pages_through_reviewed_items_since_a_time(db: &TestDb, _:
         // m0 is resolved before `since`; m5 and m6 stay open.
         if i < 5 {
             store
-                .resolve_review_item(id, "ann", Resolution::Remove, None, secs(10 + i * 10))
+                .resolve_review_item(&req(id, "ann", Resolution::Remove, None, secs(10 + i * 10)))
                 .await
                 .unwrap();
             if i > 0 {
@@ -857,3 +869,23 @@ async fn audit_log_lists_newest_first_with_before_and_after(db: &TestDb, _: Back
     store.close().await;
 }
 both_backends!(audit, audit_log_lists_newest_first_with_before_and_after);
+
+/// A resolution that makes no Stream call (resolved at once).
+fn req<'a>(
+    id: i64,
+    moderator: &'a str,
+    resolution: Resolution,
+    note: Option<&'a str>,
+    now: DateTime<Utc>,
+) -> chatguard::store::ResolveRequest<'a> {
+    chatguard::store::ResolveRequest {
+        id,
+        moderator,
+        resolution,
+        note,
+        now,
+        steps: None,
+        context: Default::default(),
+        outcome_without_calls: serde_json::Value::Null,
+    }
+}
