@@ -762,7 +762,21 @@ async fn user_page(
         .decisions_for_user(params.app.as_deref(), &user, HISTORY_LEN)
         .await?;
     let standing = standing(&state.store, params.app.as_deref(), &user).await?;
-    if decisions.is_empty() && standing.strikes.is_empty() && standing.bans.is_empty() {
+    let known_elsewhere = || async {
+        Ok::<_, ApiJsonError>(
+            params.app.is_some()
+                && !state
+                    .store
+                    .decisions_for_user(None, &user, 1)
+                    .await?
+                    .is_empty(),
+        )
+    };
+    if decisions.is_empty()
+        && standing.strikes.is_empty()
+        && standing.bans.is_empty()
+        && !known_elsewhere().await?
+    {
         return Err(ApiJsonError::NotFound(format!(
             "nothing is recorded about user {user:?}"
         )));

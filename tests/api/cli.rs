@@ -48,7 +48,7 @@ fn a_bad_setting_is_named_at_start_up() {
     assert!(err.contains("STREAM_API_SECRET"), "{err}");
     // An unreachable database is reported at once with its cause, not after a pool timeout.
     let started = std::time::Instant::now();
-    let (ok, _, err) = run(bin().arg("serve").env(
+    let (ok, _, err) = run(bin().args(["serve", "--dry-run"]).env(
         "CHATGUARD_DATABASE_URL",
         "postgres://postgres@127.0.0.1:1/x",
     ));

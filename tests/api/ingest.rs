@@ -436,7 +436,18 @@ async fn dry_run_signs_with_a_kept_development_secret_and_records_would_do() {
     assert_eq!(d.decision, "block");
     assert!(d.dry_run);
     assert_eq!(d.action_status, "would_do");
-    assert!(d.action.contains("delete_message"), "{}", d.action);
+    assert!(d.action.contains("\"call\":\"delete\""), "{}", d.action);
+    let would: serde_json::Value = serde_json::from_str(d.would_do.as_deref().unwrap()).unwrap();
+    assert_eq!(would["because"], "dry_run");
+    assert_eq!(would["strike"], true, "{would}");
+    // Nothing that never happened counts: no strike, no ban, no work.
+    let standing = app
+        .store()
+        .user_standing(key, "u-dry", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(standing.active_strikes, 0);
+    assert!(!standing.banned_now);
     app.stop().await;
     // The secret survives a restart.
     let again = TestApp::spawn(cfg).await;

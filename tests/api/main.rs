@@ -7,6 +7,7 @@ mod stream_standin;
 
 mod actions;
 mod before_send;
+mod chaos;
 mod cli;
 mod email;
 mod engine;

@@ -305,6 +305,8 @@ struct Data {
     bans: BTreeMap<(String, Option<String>), StoredBan>,
     strict: bool,
     enforce_rate_limits: bool,
+    /// An outage: every request gets 503 until it ends.
+    down: bool,
     /// op → (minute, requests in it)
     windows: HashMap<Op, (u64, u32)>,
 }
@@ -404,6 +406,11 @@ impl StreamStandin {
             .data()
             .scripts
             .push_back((matcher.into(), scripted, times));
+    }
+
+    /// Starts (true) or ends (false) an outage: meanwhile every request is answered 503.
+    pub fn set_down(&self, down: bool) {
+        self.shared.data().down = down;
     }
 
     /// Makes a channel exist, as if created earlier.
@@ -650,14 +657,19 @@ async fn handle(
             .scripts
             .iter()
             .position(|(m, _, _)| m.matches(op, &path));
-        let script = pos.and_then(|pos| {
-            let entry = data.scripts.get_mut(pos)?;
-            entry.2 = entry.2.saturating_sub(1);
-            let scripted = entry.1.clone();
-            if entry.2 == 0 {
-                data.scripts.remove(pos);
-            }
-            Some(scripted)
+        let outage = data
+            .down
+            .then(|| Scripted::stream_error(503, -1, "service unavailable"));
+        let script = outage.or_else(|| {
+            pos.and_then(|pos| {
+                let entry = data.scripts.get_mut(pos)?;
+                entry.2 = entry.2.saturating_sub(1);
+                let scripted = entry.1.clone();
+                if entry.2 == 0 {
+                    data.scripts.remove(pos);
+                }
+                Some(scripted)
+            })
         });
         (index, script)
     };
