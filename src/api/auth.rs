@@ -156,3 +156,46 @@ where
         })
     }
 }
+
+/// Callers that must hold at least one role: the extractor answers 401 without a valid token
+/// and 403 for a role below it, so a handler states its role in its signature.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Auth);
+
+        impl<S> FromRequestParts<S> for $name
+        where
+            Store: FromRef<S>,
+            S: Send + Sync,
+        {
+            type Rejection = ApiJsonError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let auth = Auth::from_request_parts(parts, state).await?;
+                auth.require($role)?;
+                Ok(Self(auth))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// Any valid token: viewers, moderators and admins.
+    Viewer,
+    Role::Viewer
+);
+role_extractor!(
+    /// A moderator or an admin.
+    Moderator,
+    Role::Moderator
+);
+role_extractor!(
+    /// An admin.
+    Admin,
+    Role::Admin
+);

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -22,7 +21,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{ApiJsonError, Auth};
+use super::auth::{Admin, ApiJsonError, Auth, Moderator, Viewer};
+use super::extract::{ItemId, JsonBody, QueryParams};
 use super::schema::{
     AuditPage, BulkEntry, BulkResult, DecisionPage, ErrorBody, ItemBody, LabelLine, NewTokenResult,
     ResolveResult, ReviewItemDetail, ReviewItemPage, RevokeResult, Standing, StreamOutcome,
@@ -131,17 +131,16 @@ pub fn router(state: ReviewState) -> Router {
     router
         .route(
             "/api/openapi.json",
-            axum::routing::get(move |auth: Auth| openapi_json(auth, doc.clone())),
+            axum::routing::get(move |viewer: Viewer| openapi_json(viewer, doc.clone())),
         )
         .with_state(state)
 }
 
 /// Behind a token like every `/api/` route; any role may read it.
 async fn openapi_json(
-    auth: Auth,
+    _: Viewer,
     doc: Arc<utoipa::openapi::OpenApi>,
 ) -> Result<Json<Arc<utoipa::openapi::OpenApi>>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
     Ok(Json(doc))
 }
 
@@ -239,12 +238,10 @@ impl ListParams {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn list(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ReviewItemPage>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let (filter, limit, cursor) = params.filter()?;
     let (rows, next) = state
         .store
@@ -254,11 +251,6 @@ async fn list(
         items: rows.iter().map(ReviewItemRow::view).collect(),
         next_cursor: next.map(|c| c.encode()),
     }))
-}
-
-fn item_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiJsonError> {
-    id.map(|Path(id)| id)
-        .map_err(|_| bad("the review item id must be an integer"))
 }
 
 async fn load(store: &Store, id: i64) -> Result<ReviewItemRow, ApiJsonError> {
@@ -278,12 +270,11 @@ async fn load(store: &Store, id: i64) -> Result<ReviewItemRow, ApiJsonError> {
         (status = 404, description = "No such item", body = ErrorBody),
     ))]
 async fn show(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
-    id: Result<Path<i64>, PathRejection>,
+    ItemId(id): ItemId,
 ) -> Result<Json<ReviewItemDetail>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let row = load(&state.store, item_id(id)?).await?;
+    let row = load(&state.store, id).await?;
     let decision = state
         .store
         .decision_by_id(row.decision_id)
@@ -352,12 +343,10 @@ fn snapshot(value: &impl serde::Serialize) -> serde_json::Value {
         (status = 409, description = "Another moderator holds it, or it is resolved", body = ErrorBody),
     ))]
 async fn claim(
-    auth: Auth,
+    Moderator(auth): Moderator,
     State(state): State<ReviewState>,
-    id: Result<Path<i64>, PathRejection>,
+    ItemId(id): ItemId,
 ) -> Result<Json<ItemBody>, ApiJsonError> {
-    auth.require(Role::Moderator)?;
-    let id = item_id(id)?;
     let before = load(&state.store, id).await?;
     let now = Utc::now();
     let ttl = Duration::seconds(state.config.review.claim_ttl_secs as i64);
@@ -403,12 +392,10 @@ async fn claim(
         (status = 409, description = "The caller holds no claim on it", body = ErrorBody),
     ))]
 async fn release(
-    auth: Auth,
+    Moderator(auth): Moderator,
     State(state): State<ReviewState>,
-    id: Result<Path<i64>, PathRejection>,
+    ItemId(id): ItemId,
 ) -> Result<Json<ItemBody>, ApiJsonError> {
-    auth.require(Role::Moderator)?;
-    let id = item_id(id)?;
     let before = load(&state.store, id).await?;
     match state
         .store
@@ -507,14 +494,11 @@ fn resolution_steps(
         (status = 502, description = "Stream refused; the item is as it was", body = ErrorBody),
     ))]
 async fn resolve(
-    auth: Auth,
+    Moderator(auth): Moderator,
     State(state): State<ReviewState>,
-    id: Result<Path<i64>, PathRejection>,
-    body: Result<Json<ResolveBody>, JsonRejection>,
+    ItemId(id): ItemId,
+    JsonBody(body): JsonBody<ResolveBody>,
 ) -> Result<(StatusCode, Json<ResolveResult>), ApiJsonError> {
-    auth.require(Role::Moderator)?;
-    let id = item_id(id)?;
-    let Json(body) = body.map_err(|e| bad(e.body_text()))?;
     if body.ban_timeout_minutes == Some(0) {
         return Err(bad("ban_timeout_minutes must be positive"));
     }
@@ -691,12 +675,10 @@ struct BulkBody {
         (status = 403, description = "Viewers cannot resolve", body = ErrorBody),
     ))]
 async fn bulk_resolve(
-    auth: Auth,
+    Moderator(auth): Moderator,
     State(state): State<ReviewState>,
-    body: Result<Json<BulkBody>, JsonRejection>,
+    JsonBody(bulk): JsonBody<BulkBody>,
 ) -> Result<Json<BulkResult>, ApiJsonError> {
-    auth.require(Role::Moderator)?;
-    let Json(bulk) = body.map_err(|e| bad(e.body_text()))?;
     let max = state.config.review.bulk_max;
     if bulk.ids.is_empty() || bulk.ids.len() > max {
         return Err(bad(format!(
@@ -750,13 +732,11 @@ fn user_target(user: &str) -> String {
         (status = 404, description = "Nothing is recorded about the user", body = ErrorBody),
     ))]
 async fn user_page(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
-    params: Result<Query<UserParams>, QueryRejection>,
+    QueryParams(params): QueryParams<UserParams>,
 ) -> Result<Json<UserPage>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let decisions = state
         .store
         .decisions_for_user(params.app.as_deref(), &user, HISTORY_LEN)
@@ -809,13 +789,11 @@ struct UserParams {
         (status = 403, description = "Viewers cannot unban", body = ErrorBody),
     ))]
 async fn unban(
-    auth: Auth,
+    Moderator(auth): Moderator,
     State(state): State<ReviewState>,
     Path(user): Path<String>,
-    params: Result<Query<UserParams>, QueryRejection>,
+    QueryParams(params): QueryParams<UserParams>,
 ) -> Result<(StatusCode, Json<UnbanResult>), ApiJsonError> {
-    auth.require(Role::Moderator)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let now = Utc::now();
     let app = match params.app {
         Some(a) => a,
@@ -930,12 +908,10 @@ struct DecisionParams {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn decisions(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
-    params: Result<Query<DecisionParams>, QueryRejection>,
+    QueryParams(params): QueryParams<DecisionParams>,
 ) -> Result<Json<DecisionPage>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let limit = limit_param(params.limit)?;
     let filter = DecisionFilter {
         app: params.app,
@@ -975,12 +951,10 @@ struct AuditParams {
         (status = 403, description = "Admins only", body = ErrorBody),
     ))]
 async fn audit_log(
-    auth: Auth,
+    _: Admin,
     State(state): State<ReviewState>,
-    params: Result<Query<AuditParams>, QueryRejection>,
+    QueryParams(params): QueryParams<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiJsonError> {
-    auth.require(Role::Admin)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let limit = limit_param(params.limit)?;
     let rows = state.store.list_audit(limit, params.before_id).await?;
     let next_before_id = next_page(&rows, limit, |r| r.id);
@@ -998,10 +972,9 @@ async fn audit_log(
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn stats(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
 ) -> Result<Json<ReviewStats>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
     Ok(Json(state.store.review_stats(Utc::now()).await?))
 }
 
@@ -1044,12 +1017,10 @@ fn label_line(row: &ReviewItemRow) -> String {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn export_labels(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
-    params: Result<Query<ExportParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ExportParams>,
 ) -> Result<Response, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let since = params.since;
     let store = state.store.clone();
     let pages = futures::stream::try_unfold(Some(0_i64), move |after| {
@@ -1082,10 +1053,9 @@ async fn export_labels(
         (status = 403, description = "Admins only", body = ErrorBody),
     ))]
 async fn list_tokens(
-    auth: Auth,
+    _: Admin,
     State(state): State<ReviewState>,
 ) -> Result<Json<TokenList>, ApiJsonError> {
-    auth.require(Role::Admin)?;
     Ok(Json(TokenList {
         tokens: state.store.list_tokens().await?,
     }))
@@ -1113,12 +1083,10 @@ const MAX_TOKEN_NAME: usize = 64;
         (status = 409, description = "The name is taken", body = ErrorBody),
     ))]
 async fn create_token(
-    auth: Auth,
+    Admin(auth): Admin,
     State(state): State<ReviewState>,
-    body: Result<Json<NewToken>, JsonRejection>,
+    JsonBody(new): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<NewTokenResult>), ApiJsonError> {
-    auth.require(Role::Admin)?;
-    let Json(new) = body.map_err(|e| bad(e.body_text()))?;
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME {
         return Err(bad(format!("name must be 1..={MAX_TOKEN_NAME} characters")));
@@ -1153,11 +1121,10 @@ async fn create_token(
         (status = 404, description = "No token of that name", body = ErrorBody),
     ))]
 async fn revoke_token(
-    auth: Auth,
+    Admin(auth): Admin,
     State(state): State<ReviewState>,
     Path(name): Path<String>,
 ) -> Result<Json<RevokeResult>, ApiJsonError> {
-    auth.require(Role::Admin)?;
     let now = Utc::now();
     let revoked = state
         .store

@@ -24,7 +24,8 @@ use crate::group_commit::{GroupCommit, GroupCommitError};
 use crate::policy::PolicyContext;
 use crate::reload::{Loaded, RulesHandle};
 use crate::store::{
-    EventRow, NewAction, NewDecision, NewReviewItem, Origin, Outcome, Store, StoreError,
+    ActivityQuery, EventRow, NewAction, NewDecision, NewReviewItem, Origin, Outcome, Store,
+    StoreError,
 };
 
 /// Most outcomes one transaction records.
@@ -402,23 +403,23 @@ impl Pipeline {
         let s = engine.settings();
         let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2));
         let since = |n: u64| -> DateTime<Utc> { row.received_at - secs(n) };
-        let (recent, same, channels) = self
+        let counts = self
             .store
-            .user_activity(
-                &row.api_key,
-                user,
-                row.cid.as_deref(),
+            .user_activity(&ActivityQuery {
+                app: &row.api_key,
+                user_id: user,
+                cid: row.cid.as_deref(),
                 fingerprint,
-                row.received_at,
-                since(s.flood.window_secs),
-                since(s.repeats.window_secs),
-            )
+                before: row.received_at,
+                flood_since: since(s.flood.window_secs),
+                repeat_since: since(s.repeats.window_secs),
+            })
             .await?;
         let n = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
         Ok(Activity {
-            recent_messages: n(recent),
-            same_text: n(same),
-            same_text_channels: n(channels),
+            recent_messages: n(counts.recent),
+            same_text: n(counts.same_text),
+            same_text_channels: n(counts.same_text_channels),
         })
     }
 }

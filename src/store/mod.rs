@@ -409,21 +409,12 @@ impl Store {
         .await?))
     }
 
-    /// What a user posted before `before`: messages since `flood_since`, and since
-    /// `repeat_since` the messages with the same fingerprint and the other channels they went to.
-    /// Counted from the decision log, so every worker on the database sees the same numbers.
-    pub async fn user_activity(
-        &self,
-        app: &str,
-        user_id: &str,
-        cid: Option<&str>,
-        fingerprint: i64,
-        before: DateTime<Utc>,
-        flood_since: DateTime<Utc>,
-        repeat_since: DateTime<Utc>,
-    ) -> Result<(i64, i64, i64), StoreError> {
-        let since = flood_since.min(repeat_since);
-        Ok(on_pool!(&self.reads, pool => sqlx::query_as(
+    /// What a user posted before `q.before`: messages since `q.flood_since`, and since
+    /// `q.repeat_since` the messages with the same fingerprint and the other channels they went
+    /// to. Counted from the decision log, so every worker on the database sees the same numbers.
+    pub async fn user_activity(&self, q: &ActivityQuery<'_>) -> Result<ActivityCounts, StoreError> {
+        let since = q.flood_since.min(q.repeat_since);
+        let (recent, same_text, same_text_channels): (i64, i64, i64) = on_pool!(&self.reads, pool => sqlx::query_as(
             "select
                  coalesce(sum(case when received_at >= $2 then 1 else 0 end), 0),
                  coalesce(sum(case when fingerprint = $3 and received_at >= $4 then 1 else 0 end), 0),
@@ -431,16 +422,21 @@ impl Store {
              from decisions
              where app = $8 and user_id = $1 and received_at >= $6 and received_at < $7",
         )
-        .bind(user_id)
-        .bind(flood_since)
-        .bind(fingerprint)
-        .bind(repeat_since)
-        .bind(cid.unwrap_or(""))
+        .bind(q.user_id)
+        .bind(q.flood_since)
+        .bind(q.fingerprint)
+        .bind(q.repeat_since)
+        .bind(q.cid.unwrap_or(""))
         .bind(since)
-        .bind(before)
-        .bind(app)
+        .bind(q.before)
+        .bind(q.app)
         .fetch_one(pool)
-        .await?))
+        .await?);
+        Ok(ActivityCounts {
+            recent,
+            same_text,
+            same_text_channels,
+        })
     }
 
     /// A user's standing in `app` for the policy at `now`: strikes not expired or cleared, timed
@@ -832,6 +828,27 @@ impl Store {
             .await?; });
         self.get_setting(name).await?.ok_or(StoreError::NotFound)
     }
+}
+
+/// Whose activity [`Store::user_activity`] counts, and over which windows.
+#[derive(Debug, Clone)]
+pub struct ActivityQuery<'a> {
+    pub app: &'a str,
+    pub user_id: &'a str,
+    /// The channel of the message being decided (other channels count as cross-posting).
+    pub cid: Option<&'a str>,
+    pub fingerprint: i64,
+    pub before: DateTime<Utc>,
+    pub flood_since: DateTime<Utc>,
+    pub repeat_since: DateTime<Utc>,
+}
+
+/// What [`Store::user_activity`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivityCounts {
+    pub recent: i64,
+    pub same_text: i64,
+    pub same_text_channels: i64,
 }
 
 /// A user's standing for the policy.

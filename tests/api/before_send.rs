@@ -459,3 +459,25 @@ async fn latency() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_text_comes_from_the_configuration() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let app = TestApp::spawn(config(
+        &db.url,
+        &[("CHATGUARD_BEFORE_SEND__BLOCK_TEXT", "Not here, friend.")],
+    ))
+    .await;
+    assert_eq!(
+        app.services.config.before_send.block_text,
+        "Not here, friend."
+    );
+    let resp = post_signed(&app, &hook_body(&message(TOXIC), "u-cfg"), "bs-cfg").await;
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"message": {"type": "error", "text": "Not here, friend."}})
+    );
+    app.stop().await;
+    db.cleanup().await;
+}

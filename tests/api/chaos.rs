@@ -69,7 +69,7 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
 /// users post several toxic lines, so the ladder bans them.
 fn message(i: usize) -> (String, String, &'static str) {
     let id = format!("chaos-m-{i}");
-    let user = if i % 50 == 0 {
+    let user = if i.is_multiple_of(50) {
         format!("chaos-repeat-{}", i % 3)
     } else {
         format!("chaos-u-{i}")

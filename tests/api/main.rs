@@ -10,6 +10,7 @@ mod before_send;
 mod chaos;
 mod cli;
 mod email;
+mod enforcement;
 mod engine;
 mod executor;
 mod ingest;

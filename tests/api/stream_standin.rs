@@ -312,8 +312,8 @@ struct Data {
 }
 
 struct Shared {
-    api_key: String,
-    secret: String,
+    /// API key → secret of every app the stand-in serves.
+    apps: BTreeMap<String, String>,
     data: Mutex<Data>,
 }
 
@@ -340,9 +340,16 @@ impl Drop for StreamStandin {
 impl StreamStandin {
     /// Starts the stand-in for one app on a free loopback port.
     pub async fn start(api_key: &str, secret: &str) -> Self {
+        Self::start_apps(&[(api_key, secret)]).await
+    }
+
+    /// Starts the stand-in for several apps (each checked against its own secret).
+    pub async fn start_apps(apps: &[(&str, &str)]) -> Self {
         let shared = Arc::new(Shared {
-            api_key: api_key.to_owned(),
-            secret: secret.to_owned(),
+            apps: apps
+                .iter()
+                .map(|(k, s)| ((*k).to_owned(), (*s).to_owned()))
+                .collect(),
             data: Mutex::new(Data::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -789,13 +796,13 @@ fn count_rate(data: &mut Data, op: Op) -> RateWindow {
 /// The §4.1 checks, in Stream's order: API key, then the token.
 fn check_auth(shared: &Shared, query: &[(String, String)], headers: &HeaderMap) -> Option<Answer> {
     let api_key = query.iter().find(|(k, _)| k == "api_key").map(|(_, v)| v);
-    match api_key {
+    let secret = match api_key {
         None => return Some(Answer::error(401, 2, "api_key not found")),
-        Some(k) if *k != shared.api_key => {
-            return Some(Answer::error(401, 2, format!("api_key {k:?} not valid")));
-        }
-        Some(_) => {}
-    }
+        Some(k) => match shared.apps.get(k) {
+            Some(secret) => secret,
+            None => return Some(Answer::error(401, 2, format!("api_key {k:?} not valid"))),
+        },
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("stream-auth-type") != Some("jwt") {
         return Some(Answer::error(
@@ -819,7 +826,7 @@ fn check_auth(shared: &Shared, query: &[(String, String)], headers: &HeaderMap) 
     validation.validate_aud = false;
     let claims = match jsonwebtoken::decode::<Value>(
         token,
-        &jsonwebtoken::DecodingKey::from_secret(shared.secret.as_bytes()),
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
         &validation,
     ) {
         Ok(data) => data.claims,
