@@ -177,9 +177,18 @@ pub struct QueueConfig {
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `pretty` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// A tracing filter; `RUST_LOG` wins when set.
     pub log_filter: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One app that may post webhooks: its key and the secret that signs them.
@@ -391,12 +400,6 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "queue.retry_max_secs",
                 message: "must be at least queue.retry_base_secs".into(),
-            });
-        }
-        if !matches!(self.telemetry.log_format.as_str(), "pretty" | "json") {
-            return Err(ConfigError::Invalid {
-                key: "telemetry.log_format",
-                message: format!("{:?}: expected pretty or json", self.telemetry.log_format),
             });
         }
         Ok(())
@@ -660,6 +663,22 @@ mod tests {
             Config::load_from(None, env(&[("CHATGUARD_REVIEW__CLAIM_TTL_SECS", "60")])).unwrap();
         assert_eq!(c.review.claim_ttl_secs, 60);
         assert_eq!(c.review.bulk_max, 100);
+    }
+
+    #[test]
+    fn modes_are_typed_and_a_bad_one_is_named() {
+        let err = Config::load_from(None, env(&[("CHATGUARD_TELEMETRY__LOG_FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_format") && err.contains("json"), "{err}");
+        let err = Config::load_from(None, env(&[("CHATGUARD_ACTIONS__DELETE", "gone")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delete") && err.contains("soft"), "{err}");
+        let err = Config::load_from(None, env(&[("CHATGUARD_QUEUE__STRANDED_AFTER_SECS", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.stranded_after_secs"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub fn init_logs(config: &TelemetryConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if config.log_format == "json" {
+    let _ = if config.log_format == crate::config::LogFormat::Json {
         builder
             .json()
             .with_current_span(true)

@@ -357,11 +357,24 @@ impl Store {
                         .bind(&f.results)
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query("update review_items set action_status = $2 where decision_id = $1")
+                    let updated = sqlx::query("update review_items set action_status = $2 where decision_id = $1")
                         .bind(row.decision_id)
                         .bind(f.end.as_str())
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    // A decision Stream would not carry out goes before the moderators.
+                    if !done && updated == 0 {
+                        let d: Option<super::DecisionRow> = sqlx::query_as(select_decisions!(" where id = $1"))
+                            .bind(row.decision_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(item) = d.as_ref().and_then(failed_item) {
+                            super::review::open_item_query!(&item, item.decision_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        }
+                    }
                 }
                 Some(Origin::Resolution) => {
                     let target = format!("review_item:{}", row.review_item_id.unwrap_or_default());
@@ -458,4 +471,26 @@ impl Store {
         .fetch_all(pool)
         .await?))
     }
+}
+
+/// The review item that shows moderators a decision whose Stream calls failed for good.
+fn failed_item(d: &super::DecisionRow) -> Option<super::NewReviewItem> {
+    Some(super::NewReviewItem {
+        app: d.app.clone(),
+        message_id: d.message_id.clone()?,
+        decision_id: d.id,
+        decision: d.decision.clone(),
+        scores: crate::domain::Scores {
+            toxicity: d.toxicity,
+            spam: d.spam,
+            explicit: d.explicit,
+        },
+        text: d.text.clone(),
+        cid: d.cid.clone(),
+        user_id: d.user_id.clone(),
+        reasons: d.reasons.clone(),
+        rule_ids: Vec::new(),
+        action_status: ActionEnd::Failed.as_str().to_owned(),
+        at: d.received_at,
+    })
 }

@@ -178,29 +178,26 @@ async fn chaos(db: &TestDb, _: Backend) {
 
     // Everything settles: every event decided, no action pending.
     let store = Store::connect(&db.url, 2).await.unwrap();
-    eventually(
-        Duration::from_secs(120),
-        "every action carried out",
-        || async {
-            let pending_events = store
-                .count_events_by_status()
-                .await
-                .ok()?
-                .iter()
-                .filter(|(s, _)| matches!(s.as_str(), "received" | "retrying"))
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let events = store.count_events_by_status().await.unwrap();
+        let actions = store.count_actions_by_status().await.unwrap();
+        let waiting = |rows: &[(String, i64)], states: &[&str]| {
+            rows.iter()
+                .filter(|(s, _)| states.contains(&s.as_str()))
                 .map(|(_, n)| n)
-                .sum::<i64>();
-            let pending = store
-                .count_actions_by_status()
-                .await
-                .ok()?
-                .iter()
-                .find(|(s, _)| s == "pending")
-                .map_or(0, |(_, n)| *n);
-            (pending_events == 0 && pending == 0).then_some(())
-        },
-    )
-    .await;
+                .sum::<i64>()
+        };
+        if waiting(&events, &["received", "retrying"]) == 0 && waiting(&actions, &["pending"]) == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: events {events:?}, actions {actions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let acked = acked.lock().await.clone();
     assert_eq!(
         acked.len(),

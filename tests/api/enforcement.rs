@@ -70,6 +70,22 @@ async fn a_refused_ban_leaves_no_ban_row(db: &TestDb, _: Backend) {
         .await
         .unwrap();
     assert!(!standing.banned_now);
+    // The failure is in front of the moderators.
+    let filter = chatguard::store::ReviewFilter {
+        user_id: Some("u-refused".into()),
+        ..Default::default()
+    };
+    let (items, _) = app
+        .store()
+        .list_review_items(&filter, 10, None)
+        .await
+        .unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.decision_id == d.id && i.action_status == "failed"),
+        "{items:?}"
+    );
     // And a ban Stream confirms is recorded.
     let d = three_strikes(&app, "u-banned", "ok").await;
     assert_eq!(
