@@ -2,6 +2,7 @@
 //! The moderators' review-queue API lives under `/api/v1/` ([`review`], authenticated by [`auth`]).
 
 pub mod auth;
+pub mod overview;
 pub mod review;
 pub mod schema;
 

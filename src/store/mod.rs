@@ -109,6 +109,7 @@ macro_rules! insert_attempt {
     };
 }
 
+pub mod overview;
 mod review;
 
 /// What [`Store::insert_events`] found.
