@@ -790,3 +790,74 @@ async fn the_document_states_the_bounds_the_server_enforces() {
     s.app.stop().await;
     db.cleanup().await;
 }
+
+/// Page weight and time to first render of the queue with 10,000 open items (a measurement,
+/// not a timed test): five reloads of the signed-in queue, read from the browser's Performance
+/// API (`queue-rendered` is marked when the first page is on screen).
+///
+/// ```sh
+/// cargo test --test api console::queue_first_render -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn queue_first_render_with_10k_open_items() {
+    if !browser_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    crate::review_load::seed(&db, &crate::review_load::generate(10_000, Utc::now())).await;
+    let s = Stack::start(&db).await;
+    if let chatguard::store::Db::Sqlite(pool) = s.app.store().db() {
+        sqlx::query(
+            "update review_items set status = 'open', claimed_by = null, claim_expires_at = null, \
+             resolved_by = null, resolution = null, resolved_at = null",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let viewer = s.token("vera", Role::Viewer).await;
+    let (_, stats) = s.api(Method::GET, "/stats", &viewer, None).await;
+    let open: i64 = stats["open_by_category"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(open, 10_000);
+    let base = s.app.url.clone();
+    Browser::with(|c| async move {
+        sign_in(&c, &base, &viewer).await;
+        wait_js(&c, "the first page", "return document.querySelectorAll('#queue-table tbody tr.row').length === 50").await;
+        let mut renders = Vec::new();
+        let mut report = Value::Null;
+        for _ in 0..5 {
+            c.refresh().await.unwrap();
+            report = wait_js(&c, "queue-rendered", "const m = performance.getEntriesByName('queue-rendered')[0]; if (!m) return null; \
+                const nav = performance.getEntriesByType('navigation')[0]; \
+                const res = performance.getEntriesByType('resource').map(r => ({name: new URL(r.name).pathname, bytes: r.encodedBodySize, ms: Math.round(r.duration)})); \
+                return {render_ms: m.startTime, dom_content_loaded_ms: nav.domContentLoadedEventEnd, html_bytes: nav.encodedBodySize, resources: res, \
+                  rows: document.querySelectorAll('#queue-table tbody tr.row').length}").await;
+            renders.push(report["render_ms"].as_f64().unwrap());
+        }
+        renders.sort_by(f64::total_cmp);
+        let resources = report["resources"].as_array().unwrap();
+        let (assets, api): (Vec<&Value>, Vec<&Value>) = resources
+            .iter()
+            .partition(|r| r["name"].as_str().unwrap().starts_with("/console/"));
+        let sum = |list: &[&Value]| -> u64 { list.iter().map(|r| r["bytes"].as_u64().unwrap_or(0)).sum() };
+        let html = report["html_bytes"].as_u64().unwrap();
+        eprintln!(
+            "queue with 10,000 open items: first render {:.0} ms median (min {:.0}, max {:.0}) over {} reloads; \
+             page weight {} bytes = {} HTML + {} in {} assets (uncompressed) + {} API ({} requests); rows shown {}",
+            renders[renders.len() / 2], renders[0], renders[renders.len() - 1], renders.len(),
+            html + sum(&assets) + sum(&api), html, sum(&assets), assets.len(), sum(&api), api.len(), report["rows"]
+        );
+        for r in resources {
+            eprintln!("  {} {} B {} ms", r["name"], r["bytes"], r["ms"]);
+        }
+    })
+    .await;
+    s.app.stop().await;
+    db.cleanup().await;
+}

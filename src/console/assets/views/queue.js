@@ -248,6 +248,8 @@ export async function queueView(main, route) {
   }
   const first = tbody.querySelector("tr.focused");
   if (first) first.focus();
+  // For measurements: when the first page of the queue is on screen.
+  if (!performance.getEntriesByName("queue-rendered").length) performance.mark("queue-rendered");
   state.timer = setTimeout(poll, POLL_MS);
   return () => { state.alive = false; clearTimeout(state.timer); };
 }
