@@ -6,7 +6,7 @@ import { h, replace, announce, href, fmtTime, age, table, field, json } from "..
 import { api, session } from "../api.js";
 import { setKeys } from "../keys.js";
 import { scoreBar } from "../charts.js";
-import { spans, highlighted, describe, hasControls } from "../text.js";
+import { spans, highlighted, describe, hasControls, visibleText } from "../text.js";
 import { queueContext } from "./queue.js";
 import { banDialog, resolutionLabel } from "./resolve.js";
 
@@ -125,7 +125,7 @@ export async function itemView(main, route) {
       found.length ? h("div", { class: "legend-row" },
         h("span", { class: "muted" }, "Highlights: "),
         kinds.map((k) => h("span", { class: "hl hl-" + k }, k)),
-        h("ul", { class: "spans" }, found.map((f) => h("li", {}, h("mark", { class: "hl hl-" + f.kind }, text.slice(f.start, f.end)), " — ", f.label))))
+        h("ul", { class: "spans" }, found.map((f) => h("li", {}, h("mark", { class: "hl hl-" + f.kind }, visibleText(text.slice(f.start, f.end))), " — ", f.label))))
         : h("p", { class: "muted" }, "No stretch of the text matched; the scores come from the model or the whole message."));
   }
 
@@ -147,7 +147,7 @@ export async function itemView(main, route) {
         h("dt", {}, "chatguard's action"), h("dd", {}, h("span", { class: "badge" }, item.action_status),
           decision && decision.action && decision.action.kind ? ` ${decision.action.kind}` : ""),
         item.resolution ? [h("dt", {}, "Resolution"), h("dd", {}, `${item.resolution} by ${item.resolved_by || "?"} ${fmtTime(item.resolved_at)}`)] : null,
-        item.note ? [h("dt", {}, "Note"), h("dd", { dir: "auto" }, item.note)] : null,
+        item.note ? [h("dt", {}, "Note"), h("dd", { dir: "auto" }, visibleText(item.note))] : null,
         h("dt", {}, "Flags"), h("dd", {}, String(item.flags))),
       decision && decision.action_result ? h("details", {}, h("summary", {}, "Stream's answers"), json(decision.action_result)) : null,
       decision ? h("details", {}, h("summary", {}, "Planned action"), json(decision.action)) : null);
@@ -156,16 +156,16 @@ export async function itemView(main, route) {
   function userPanel(item, detail) {
     const st = detail.standing;
     return h("section", { class: "panel", "aria-labelledby": "user-h" },
-      h("h2", { id: "user-h" }, "User ", item.user_id ? h("a", { href: href(["users", item.user_id]) }, item.user_id) : "—"),
+      h("h2", { id: "user-h" }, "User ", item.user_id ? h("a", { href: href(["users", item.user_id]) }, visibleText(item.user_id)) : "—"),
       h("p", {}, h("span", { class: st.banned ? "badge danger" : "badge" }, st.banned ? "banned" : "not banned"),
         ` ${st.active_strikes} active strike${st.active_strikes === 1 ? "" : "s"}, ${st.previous_bans} earlier ban${st.previous_bans === 1 ? "" : "s"}`),
       table("Recent decisions", ["When", "Decision", "Score", "Message"], detail.history.slice(0, 10).map((d) => h("tr", { class: d.id === item.decision_id ? "current" : "" },
         h("td", { title: fmtTime(d.received_at) }, age(d.received_at)), h("td", {}, d.decision),
         h("td", { class: "num" }, Math.max(d.scores.toxicity, d.scores.spam, d.scores.explicit).toFixed(2)),
-        h("td", { class: "msg", dir: "auto" }, d.text.length > 80 ? d.text.slice(0, 80) + "…" : d.text))), { class: "compact" }),
+        h("td", { class: "msg", dir: "auto" }, visibleText(d.text.length > 80 ? d.text.slice(0, 80) + "…" : d.text)))), { class: "compact" }),
       st.bans.length ? table("Bans", ["Started", "Until", "Source", "Reason"], st.bans.map((b) => h("tr", {},
         h("td", {}, fmtTime(b.started_at)), h("td", {}, b.lifted_at ? "lifted " + fmtTime(b.lifted_at) : b.until ? fmtTime(b.until) : "permanent"),
-        h("td", {}, b.source), h("td", { dir: "auto" }, b.reason || "—"))), { class: "compact" }) : null);
+        h("td", {}, b.source), h("td", { dir: "auto" }, visibleText(b.reason || "—")))), { class: "compact" }) : null);
   }
 
   function draw() {

@@ -2,6 +2,7 @@
 
 import { h, replace, href, fmtTime, table, field, select, json } from "../dom.js";
 import { api, qs } from "../api.js";
+import { visibleText } from "../text.js";
 
 export async function decisionsView(main, route) {
   const q = route.query;
@@ -29,9 +30,9 @@ export async function decisionsView(main, route) {
         page.decisions.map((d) => h("tr", {},
           h("td", { class: "num" }, String(d.id)), h("td", {}, fmtTime(d.received_at)), h("td", {}, d.decision),
           ["toxicity", "spam", "explicit"].map((c) => h("td", { class: "num" }, d.scores[c].toFixed(2))),
-          h("td", {}, d.user_id ? h("a", { href: href(["users", d.user_id]) }, d.user_id) : "—"),
+          h("td", {}, d.user_id ? h("a", { href: href(["users", d.user_id]) }, visibleText(d.user_id)) : "—"),
           h("td", { class: "muted" }, d.cid || "—"),
-          h("td", { class: "msg", dir: "auto" }, d.text),
+          h("td", { class: "msg", dir: "auto" }, visibleText(d.text)),
           h("td", {}, d.action_status)))),
       page.next_before_id ? h("nav", { class: "pager" }, h("a", { href: href(["decisions"], { ...params, before_id: page.next_before_id }) }, "Older →")) : null);
   } catch (e) {

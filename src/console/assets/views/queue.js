@@ -6,6 +6,7 @@ import { h, replace, announce, href, age, field, select, fmtTime } from "../dom.
 import { api, qs, session } from "../api.js";
 import { setKeys } from "../keys.js";
 import { banDialog, resolutionLabel } from "./resolve.js";
+import { visibleText } from "../text.js";
 
 const POLL_MS = 5000;
 const FILTERS = ["status", "category", "decision", "channel", "user", "min_score", "created_after", "created_before", "sort", "limit"];
@@ -102,8 +103,8 @@ export async function queueView(main, route) {
     h("td", { class: "num" }, item.score.toFixed(2)),
     h("td", {}, h("span", { class: "cat cat-" + item.category.replace(/[^a-z]/g, "") }, item.category)),
     h("td", {}, item.decision),
-    h("td", { class: "msg" }, h("a", { href: href(["item", item.id]), class: "excerpt", dir: "auto" }, item.excerpt || "(no text)")),
-    h("td", {}, item.user_id ? h("a", { href: href(["users", item.user_id]) }, item.user_id) : "—"),
+    h("td", { class: "msg" }, h("a", { href: href(["item", item.id]), class: "excerpt", dir: "auto" }, visibleText(item.excerpt || "(no text)"))),
+    h("td", {}, item.user_id ? h("a", { href: href(["users", item.user_id]) }, visibleText(item.user_id)) : "—"),
     h("td", { class: "muted" }, item.cid || "—"),
     h("td", { class: "num", title: fmtTime(item.created_at) }, age(item.created_at)),
     h("td", {}, status));

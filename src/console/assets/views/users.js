@@ -2,6 +2,7 @@
 
 import { h, replace, announce, href, fmtTime, age, table, field } from "../dom.js";
 import { api, session } from "../api.js";
+import { visibleText } from "../text.js";
 
 export async function usersView(main, route) {
   const userId = route.parts[1] || "";
@@ -30,19 +31,19 @@ export async function usersView(main, route) {
       } catch (e) { announce(e.message, "error"); }
     } } }, "Unban") : null;
     replace(out,
-      h("h2", { dir: "auto" }, page.user_id),
+      h("h2", { dir: "auto" }, visibleText(page.user_id)),
       h("p", {}, h("span", { class: page.banned ? "badge danger" : "badge" }, page.banned ? "banned" : "not banned"),
         ` ${page.active_strikes} active strikes, ${page.previous_bans} earlier bans `, unban),
       table("Decisions", ["When", "Decision", "Scores (tox / spam / expl)", "Channel", "Message", ""], page.decisions.map((d) => h("tr", {},
         h("td", { title: fmtTime(d.received_at) }, age(d.received_at)), h("td", {}, d.decision),
         h("td", { class: "num" }, [d.scores.toxicity, d.scores.spam, d.scores.explicit].map((x) => x.toFixed(2)).join(" / ")),
-        h("td", { class: "muted" }, d.cid || "—"), h("td", { class: "msg", dir: "auto" }, d.text),
+        h("td", { class: "muted" }, d.cid || "—"), h("td", { class: "msg", dir: "auto" }, visibleText(d.text)),
         h("td", {}, h("a", { href: href(["decisions"], { user: d.user_id || "" }) }, "log"))))),
       table("Strikes", ["Given", "Expires", "Cleared"], page.strikes.map((s) => h("tr", {},
         h("td", {}, fmtTime(s.created_at)), h("td", {}, fmtTime(s.expires_at)), h("td", {}, s.cleared_at ? fmtTime(s.cleared_at) : "—")))),
       table("Bans", ["Started", "Until", "Lifted", "Source", "Reason"], page.bans.map((b) => h("tr", {},
         h("td", {}, fmtTime(b.started_at)), h("td", {}, b.until ? fmtTime(b.until) : "permanent"),
-        h("td", {}, b.lifted_at ? fmtTime(b.lifted_at) : "—"), h("td", {}, b.source), h("td", { dir: "auto" }, b.reason || "—")))));
+        h("td", {}, b.lifted_at ? fmtTime(b.lifted_at) : "—"), h("td", {}, b.source), h("td", { dir: "auto" }, visibleText(b.reason || "—"))))));
   }
   await load();
 }
