@@ -581,6 +581,106 @@ async fn hostile_messages_render_as_text_and_nothing_runs() {
     db.cleanup().await;
 }
 
+/// An admin: a resolution Stream refuses is shown as an error and the retry goes through; a ban
+/// with timeout and reason from the dialog, then the unban on the user's page; a token created
+/// (secret shown once, and it works) and revoked; the audit log and the decision log; `?`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
+    if !browser_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = Stack::start(&db).await;
+    let ids = s
+        .messages(&[("m-a1", "u-retry", FLAGGED), ("m-a2", "u-ban", FLAGGED)])
+        .await;
+    let admin = s.token("root", Role::Admin).await;
+    let base = s.app.url.clone();
+    {
+        let s = &s;
+        let ids = &ids;
+        Browser::with(|c| async move {
+            sign_in(&c, &base, &admin).await;
+            let nav = css(&c, "#nav").await.text().await.unwrap();
+            assert!(nav.contains("Tokens") && nav.contains("Audit log"), "{nav}");
+
+            // Stream refuses the removal: an error with a retry; the item is as it was.
+            s.stream.clear_calls();
+            s.stream.push_scripted(
+                crate::stream_standin::Op::DeleteMessage,
+                crate::stream_standin::Scripted::stream_error(500, -1, "internal"),
+                1,
+            );
+            c.goto(&format!("{base}/console#/item/{}", ids[0])).await.unwrap();
+            css(&c, "button[data-resolution=remove]").await.click().await.unwrap();
+            let error = css(&c, ".result .error-box").await.text().await.unwrap();
+            assert!(error.contains("Stream refused"), "{error}");
+            assert_ne!(s.item_status(ids[0]).await, "resolved");
+            css(&c, "#retry").await.click().await.unwrap();
+            css(&c, ".result .ok-box").await;
+            assert_eq!(s.item_status(ids[0]).await, "resolved");
+            s.expect_calls("/messages/m-a1", 2).await;
+
+            // b asks for the ban's length and reason.
+            c.goto(&format!("{base}/console#/item/{}", ids[1])).await.unwrap();
+            css(&c, "#message-text").await;
+            press(&c, 'b').await;
+            css(&c, "dialog.ban-dialog input[name=ban_timeout_minutes]").await.send_keys("60").await.unwrap();
+            css(&c, "dialog.ban-dialog input[name=reason]").await.send_keys("insults").await.unwrap();
+            css(&c, "dialog.ban-dialog button[type=submit]").await.click().await.unwrap();
+            css(&c, ".result .ok-box").await;
+            s.expect_calls("/moderation/ban", 1).await;
+            let ban = s.stream.calls_to("/moderation/ban").remove(0).body.unwrap();
+            assert_eq!((ban["timeout"].as_i64(), ban["reason"].as_str()), (Some(60), Some("insults")), "{ban}");
+
+            // The user's page shows the ban; unban lifts it on Stream.
+            c.goto(&format!("{base}/console#/users/u-ban")).await.unwrap();
+            let banned = css(&c, "main .badge").await.text().await.unwrap();
+            assert_eq!(banned, "banned");
+            css(&c, "main button.primary").await.click().await.unwrap();
+            wait_js(&c, "not banned", "const b = document.querySelector('main .badge'); return b && b.textContent === 'not banned'").await;
+            // Unban is `DELETE /moderation/ban`: the second call there.
+            s.expect_calls("/moderation/ban", 2).await;
+            assert_eq!(s.stream.calls_to("/moderation/ban")[1].method, Method::DELETE);
+
+            // A token: the secret once, working; gone after a reload; then revoked.
+            c.goto(&format!("{base}/console#/tokens")).await.unwrap();
+            css(&c, "input[name=name]").await.send_keys("newbie").await.unwrap();
+            css(&c, "select[name=role]").await.select_by_value("viewer").await.unwrap();
+            css(&c, "form.filters button[type=submit]").await.click().await.unwrap();
+            let secret = css(&c, "#new-secret").await.prop("value").await.unwrap().unwrap();
+            assert!(secret.len() >= 20, "{secret}");
+            assert_eq!(s.api(Method::GET, "/review-items", &secret, None).await.0, 200);
+            c.refresh().await.unwrap();
+            css(&c, "table tbody tr").await;
+            let page = js(&c, "return document.body.textContent + [...document.querySelectorAll('input')].map(i => i.value).join(' ')").await;
+            assert!(!page.as_str().unwrap().contains(&secret));
+            let revoke = css(&c, "button[aria-label='Revoke newbie']").await;
+            revoke.click().await.unwrap();
+            revoke.click().await.unwrap();
+            wait_js(&c, "revoked", "return !document.querySelector(\"button[aria-label='Revoke newbie']\")").await;
+            assert_eq!(s.api(Method::GET, "/review-items", &secret, None).await.0, 401);
+
+            // The audit log shows the changes; the decision log filters by user.
+            c.goto(&format!("{base}/console#/audit")).await.unwrap();
+            let audit = css(&c, "main table").await.text().await.unwrap();
+            for action in ["token.create", "token.revoke", "review_item.resolve", "review_item.resolve_failed", "user.unban"] {
+                assert!(audit.contains(action), "{action} missing from {audit}");
+            }
+            c.goto(&format!("{base}/console#/decisions?user=u-ban")).await.unwrap();
+            wait_js(&c, "one decision", "return document.querySelectorAll('main tbody tr td.msg').length === 1").await;
+
+            // ? lists the keys.
+            press(&c, '?').await;
+            let help = css(&c, "dialog#help[open]").await.text().await.unwrap();
+            assert!(help.contains("this list"), "{help}");
+        })
+        .await;
+    }
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Without a browser
 
