@@ -313,6 +313,15 @@ impl Stack {
         self.app.store().get_review_item(id).await.unwrap().status
     }
 
+    /// Waits for an item's status: a resolution may be carried out after the answer.
+    async fn wait_status(&self, id: i64, want: &str) {
+        let store = self.app.store();
+        eventually(PAGE_WAIT, &format!("item {id} {want}"), || async move {
+            (store.get_review_item(id).await.ok()?.status == want).then_some(())
+        })
+        .await
+    }
+
     /// Waits until exactly `n` requests whose path contains `part` reached the stand-in, then
     /// checks a moment later that no more arrived.
     async fn expect_calls(&self, part: &str, n: usize) {
@@ -394,7 +403,7 @@ async fn moderator_sweeps_the_queue_with_the_keyboard() {
         s.expect_calls(&message, 1).await;
         assert_eq!(s.stream.calls().len(), 1, "{:?}", s.stream.calls());
         wait_js(&c, "resolved", "const b = document.getElementById('item-status'); return b && b.textContent === 'resolved'").await;
-        assert_eq!(s.item_status(opened).await, "resolved");
+        s.wait_status(opened, "resolved").await;
 
         // Back to the queue: three open; select two with x and approve both with a.
         press(&c, 'u').await;
@@ -408,7 +417,7 @@ async fn moderator_sweeps_the_queue_with_the_keyboard() {
         press(&c, 'a').await;
         wait_js(&c, "one row left", "return document.querySelectorAll('#queue-table tbody tr.row').length === 1").await;
         for id in &chosen {
-            assert_eq!(s.item_status(*id).await, "resolved");
+            s.wait_status(*id, "resolved").await;
         }
         s.expect_calls("/moderation/unflag", 2).await;
 
@@ -565,6 +574,10 @@ async fn hostile_messages_render_as_text_and_nothing_runs() {
                 screenshot(&c, "item-bidi.png").await;
             }
         }
+        // Opening an item claimed it; leaving it unresolved gave it back.
+        for id in &ids[..ids.len() - 1] {
+            s.wait_status(*id, "open").await;
+        }
         let report = js(&c, "return { pwned: window.__pwned === undefined ? null : window.__pwned, csp: window.__csp, \
             imgs: [...document.querySelectorAll('img')].map(i => i.getAttribute('src')), \
             scripts: [...document.querySelectorAll('script')].map(s => s.getAttribute('src')), \
@@ -618,7 +631,7 @@ async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
             assert_ne!(s.item_status(ids[0]).await, "resolved");
             css(&c, "#retry").await.click().await.unwrap();
             css(&c, ".result .ok-box").await;
-            assert_eq!(s.item_status(ids[0]).await, "resolved");
+            s.wait_status(ids[0], "resolved").await;
             s.expect_calls("/messages/m-a1", 2).await;
 
             // b asks for the ban's length and reason.

@@ -217,5 +217,14 @@ export async function itemView(main, route) {
   });
   setKeys(keys);
   main.focus();
-  return () => { state.alive = false; clearTimeout(state.timer); };
+  return () => {
+    state.alive = false;
+    clearTimeout(state.timer);
+    // Leaving an item unresolved gives it back to the queue rather than holding it until the
+    // claim expires.
+    const item = state.detail && state.detail.item;
+    if (state.claim && state.claim.mine && item && item.status === "claimed") {
+      api.post(`/review-items/${id}/release`).catch(() => {});
+    }
+  };
 }

@@ -9,7 +9,8 @@ import { banDialog, resolutionLabel } from "./resolve.js";
 import { visibleText } from "../text.js";
 
 const POLL_MS = 5000;
-const FILTERS = ["status", "category", "decision", "channel", "user", "min_score", "created_after", "created_before", "sort", "limit"];
+// `app` has no field in the form; a shared URL may carry it, and it is passed on as it is.
+const FILTERS = ["status", "category", "decision", "channel", "user", "min_score", "created_after", "created_before", "sort", "limit", "app"];
 
 /** The ids of the last queue page shown, for j/k on the item page. */
 export const queueContext = { ids: [], hash: "#/queue" };
@@ -67,6 +68,7 @@ export async function queueView(main, route) {
       if (value && !(k === "sort" && value === "newest") && !(k === "limit" && value === "50")) q[k] = value;
     }
     if (!q.status) q.status = "open";
+    if (query.get("app")) q.app = query.get("app");
     Object.assign(q, extra);
     location.hash = href(["queue"], q);
   }
@@ -95,7 +97,7 @@ export async function queueView(main, route) {
     if (item.resolution) status.push(h("span", { class: "muted" }, " ", item.resolution));
     return h("tr", {
       class: ["row", focused && "focused", state.selected.has(item.id) && "selected"],
-      tabindex: focused ? 0 : -1, "aria-selected": focused ? "true" : "false", dataset: { id: String(item.id) },
+      tabindex: focused ? 0 : -1, "aria-current": focused ? "true" : false, dataset: { id: String(item.id) },
       on: { click: (e) => { if (!e.target.closest("a, input")) { state.focus = i; draw(); } },
             dblclick: () => open(item.id) },
     },
