@@ -122,22 +122,32 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Self {
+    /// `dark`: the system asks for dark pages (`prefers-color-scheme: dark`).
+    async fn start(dark: bool) -> Self {
         let lease = DriverLease::acquire().await;
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        if dark {
+            args.push("--force-dark-mode".into());
+        }
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
+            json!({"binary": CHROMIUM, "args": args}),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
@@ -156,7 +166,14 @@ impl Browser {
     where
         F: std::future::Future<Output = ()>,
     {
-        let b = Browser::start().await;
+        Self::with_scheme(false, test).await
+    }
+
+    async fn with_scheme<F>(dark: bool, test: impl FnOnce(Client) -> F)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let b = Browser::start(dark).await;
         let outcome = AssertUnwindSafe(test(b.client.clone()))
             .catch_unwind()
             .await;
@@ -463,9 +480,13 @@ async fn viewer_sees_no_resolve_controls_and_the_api_refuses() {
     {
         let s = &s;
         let ids = &ids;
-        Browser::with(|c| async move {
+        // This one in the dark theme.
+        Browser::with_scheme(true, |c| async move {
         sign_in(&c, &base, &token).await;
         css(&c, "#queue-table tbody tr.row").await;
+        let bg = js(&c, "return getComputedStyle(document.body).backgroundColor").await;
+        assert_eq!(bg, "rgb(17, 20, 24)");
+        screenshot(&c, "queue-dark.png").await;
         assert_eq!(css(&c, ".who .role").await.text().await.unwrap(), "viewer");
         assert_eq!(js(&c, "return document.querySelectorAll('#queue-table input[type=checkbox]').length").await, 0);
         let nav = css(&c, "#nav").await.text().await.unwrap();
