@@ -220,9 +220,15 @@ async fn css(c: &Client, selector: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("no {selector}: {e}"))
 }
 
-/// Where the tests leave screenshots: `docs/screenshots/` (the README shows them).
+/// Where the tests leave screenshots: `target/console-screenshots/` (test artefacts), or the
+/// folder `CONSOLE_SCREENSHOTS_DIR` names; `CONSOLE_SCREENSHOTS_DIR=docs/screenshots` refreshes
+/// the README's.
 fn screenshot_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = match std::env::var_os("CONSOLE_SCREENSHOTS_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target/console-screenshots"),
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
