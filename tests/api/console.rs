@@ -174,9 +174,13 @@ impl Browser {
         F: std::future::Future<Output = ()>,
     {
         let b = Browser::start(dark).await;
-        let outcome = AssertUnwindSafe(test(b.client.clone()))
-            .catch_unwind()
-            .await;
+        let client = b.client.clone();
+        let outcome = AssertUnwindSafe(async move {
+            test(client.clone()).await;
+            no_faults(&client).await;
+        })
+        .catch_unwind()
+        .await;
         let _ = b.client.clone().close().await;
         drop(b);
         if let Err(panic) = outcome {
@@ -231,6 +235,12 @@ fn screenshot_dir() -> PathBuf {
     };
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Fails if the console reported a fault of its own (an uncaught error or rejection).
+async fn no_faults(c: &Client) {
+    let faults = js(c, "return document.body.dataset.faults || null").await;
+    assert_eq!(faults, Value::Null, "the console reported faults");
 }
 
 async fn screenshot(c: &Client, name: &str) {

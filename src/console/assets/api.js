@@ -4,6 +4,8 @@
 
 const KEY = "chatguard.token";
 const ROLE_KEY = "chatguard.role";
+/** The token's name, learnt from the first claim (the API has no "who am I"). */
+const NAME_KEY = "chatguard.name";
 const ROLES = ["viewer", "moderator", "admin"];
 
 export class ApiError extends Error {
@@ -26,6 +28,7 @@ export const session = {
   clear() {
     sessionStorage.removeItem(KEY);
     sessionStorage.removeItem(ROLE_KEY);
+    sessionStorage.removeItem(NAME_KEY);
   },
 };
 

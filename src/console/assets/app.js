@@ -116,6 +116,14 @@ setUnauthorizedHandler(() => {
   go("#/signin");
 });
 
+// A fault in the console itself is shown, not swallowed (the browser tests check for none).
+function fault(message) {
+  document.body.dataset.faults = String(Number(document.body.dataset.faults || 0) + 1);
+  announce(`Console fault: ${message}`, "fault");
+}
+window.addEventListener("error", (e) => fault(e.message));
+window.addEventListener("unhandledrejection", (e) => fault(e.reason && e.reason.message ? e.reason.message : String(e.reason)));
+
 installKeys();
 window.addEventListener("hashchange", route);
 route();

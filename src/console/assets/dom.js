@@ -62,7 +62,7 @@ export function announce(text, kind = "info") {
   replace(el, text);
   el.className = "status " + kind;
   clearTimeout(announce.timer);
-  if (kind !== "error") announce.timer = setTimeout(() => replace(el), 6000);
+  if (kind === "info") announce.timer = setTimeout(() => replace(el), 6000);
 }
 
 export function fmtTime(iso) {
