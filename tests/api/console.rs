@@ -642,9 +642,24 @@ async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let s = Stack::start(&db).await;
     let ids = s
-        .messages(&[("m-a1", "u-retry", FLAGGED), ("m-a2", "u-ban", FLAGGED)])
+        .messages(&[
+            ("m-a1", "u-retry", FLAGGED),
+            ("m-a2", "u-ban", FLAGGED),
+            ("m-a3", "u-held", FLAGGED),
+            ("m-a4", "u-async", FLAGGED),
+        ])
         .await;
     let admin = s.token("root", Role::Admin).await;
+    let other = s.token("other-mod", Role::Moderator).await;
+    let (status, _) = s
+        .api(
+            Method::POST,
+            &format!("/review-items/{}/claim", ids[2]),
+            &other,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
     let base = s.app.url.clone();
     {
         let s = &s;
@@ -720,6 +735,24 @@ async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
             c.goto(&format!("{base}/console#/decisions?user=u-ban")).await.unwrap();
             wait_js(&c, "one decision", "return document.querySelectorAll('main tbody tr td.msg').length === 1").await;
 
+            // Someone else's claim is shown, and a resolution is refused with their name.
+            c.goto(&format!("{base}/console#/item/{}", ids[2])).await.unwrap();
+            let claim = css(&c, ".claim").await.text().await.unwrap();
+            assert!(claim.contains("Claimed") && claim.contains("other-mod"), "{claim}");
+            s.stream.clear_calls();
+            press(&c, 'd').await;
+            let refused = css(&c, ".result .error-box").await.text().await.unwrap();
+            assert!(refused.contains("claimed by other-mod"), "{refused}");
+            assert_eq!(s.item_status(ids[2]).await, "claimed");
+
+            // A status the console does not know (`resolving`, while Stream has not confirmed)
+            // is shown as it is, and the item is read again until it changes.
+            set_status_unchecked(s, ids[3], "resolving").await;
+            c.goto(&format!("{base}/console#/item/{}", ids[3])).await.unwrap();
+            wait_js(&c, "resolving", "const b = document.getElementById('item-status'); return b && b.textContent === 'resolving'").await;
+            set_status_unchecked(s, ids[3], "resolved").await;
+            wait_js(&c, "resolved without a reload", "const b = document.getElementById('item-status'); return b && b.textContent === 'resolved'").await;
+
             // ? lists the keys.
             press(&c, '?').await;
             let help = css(&c, "dialog#help[open]").await.text().await.unwrap();
@@ -729,6 +762,27 @@ async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
     }
     s.app.stop().await;
     db.cleanup().await;
+}
+
+/// Sets an item's status past the schema's check, as a newer server's status would arrive.
+async fn set_status_unchecked(s: &Stack, id: i64, status: &str) {
+    let chatguard::store::Db::Sqlite(pool) = s.app.store().db() else {
+        panic!("SQLite only");
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let pragma = |on: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "pragma ignore_check_constraints = {on}"
+        )))
+    };
+    pragma("on").execute(&mut *conn).await.unwrap();
+    sqlx::query("update review_items set status = $1 where id = $2")
+        .bind(status)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    pragma("off").execute(&mut *conn).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
