@@ -503,6 +503,19 @@ async fn viewer_sees_no_resolve_controls_and_the_api_refuses() {
         let bg = js(&c, "return getComputedStyle(document.body).backgroundColor").await;
         assert_eq!(bg, "rgb(17, 20, 24)");
         screenshot(&c, "queue-dark.png").await;
+        // A new item appears without a reload.
+        let r = s.app.post_webhook(&message_new("m-v2", "u-vi2", FLAGGED), "w-m-v2").await;
+        assert_eq!(r.status(), 200);
+        wait_js(&c, "the new item", "return document.querySelectorAll('#queue-table tbody tr.row').length === 2").await;
+        // Filters live in the URL: a shared link shows the same view, a form change writes it.
+        c.goto(&format!("{base}/console#/queue?status=open&user=u-vi2")).await.unwrap();
+        wait_js(&c, "one row", "return document.querySelectorAll('#queue-table tbody tr.row').length === 1 && document.querySelector('.excerpt')").await;
+        css(&c, "select[name=sort]").await.select_by_value("score").await.unwrap();
+        wait_js(&c, "the sort in the URL", "return location.hash.includes('sort=score') && location.hash.includes('user=u-vi2')").await;
+        c.goto(&format!("{base}/console#/queue?status=open&user=nobody")).await.unwrap();
+        css(&c, "#queue-table td.empty").await;
+        c.goto(&format!("{base}/console#/queue")).await.unwrap();
+        wait_js(&c, "both rows", "return document.querySelectorAll('#queue-table tbody tr.row').length === 2").await;
         assert_eq!(css(&c, ".who .role").await.text().await.unwrap(), "viewer");
         assert_eq!(js(&c, "return document.querySelectorAll('#queue-table input[type=checkbox]').length").await, 0);
         let nav = css(&c, "#nav").await.text().await.unwrap();
