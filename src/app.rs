@@ -444,6 +444,7 @@ fn router(
         .merge(before_send)
         .merge(ops)
         .merge(review)
+        .merge(crate::console::router())
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod overview;
 pub mod review;
 pub mod schema;
 

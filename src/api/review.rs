@@ -114,6 +114,7 @@ fn routes() -> OpenApiRouter<ReviewState> {
         .routes(routes!(audit_log))
         .routes(routes!(stats))
         .routes(routes!(export_labels))
+        .routes(routes!(super::overview::series))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
@@ -184,6 +185,7 @@ struct ListParams {
     /// Stream user id.
     user: Option<String>,
     /// Items whose highest score is at least this, in [0, 1].
+    #[param(minimum = 0.0, maximum = 1.0)]
     min_score: Option<f64>,
     /// RFC 3339; items created at or after.
     created_after: Option<DateTime<Utc>>,
@@ -193,6 +195,7 @@ struct ListParams {
     #[param(inline)]
     sort: Option<ReviewSort>,
     /// Items per page, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page, with the same filters and sort.
     cursor: Option<String>,
@@ -659,6 +662,7 @@ fn stream_outcome(outcome: &WorkOutcome) -> StreamOutcome {
 #[serde(deny_unknown_fields)]
 struct BulkBody {
     /// 1 to `review.bulk_max` (default 100) item ids.
+    #[schema(min_items = 1, max_items = 100)]
     ids: Vec<i64>,
     resolution: Resolution,
     note: Option<String>,
@@ -897,6 +901,7 @@ struct DecisionParams {
     /// `next_before_id` of the previous page.
     before_id: Option<i64>,
     /// Decisions per page, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -936,6 +941,7 @@ async fn decisions(
 #[into_params(parameter_in = Query)]
 struct AuditParams {
     /// Entries per page, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `next_before_id` of the previous page.
     before_id: Option<i64>,
@@ -1065,7 +1071,8 @@ async fn list_tokens(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
-    /// 1 to 64 characters, unique.
+    /// 1 to 64 characters (leading and trailing spaces do not count), unique.
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
     name: String,
     role: Role,
 }

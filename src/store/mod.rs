@@ -114,6 +114,7 @@ macro_rules! insert_attempt {
 }
 
 mod actions;
+pub mod overview;
 mod retention;
 mod review;
 

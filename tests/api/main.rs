@@ -9,6 +9,7 @@ mod actions;
 mod before_send;
 mod chaos;
 mod cli;
+mod console;
 mod email;
 mod enforcement;
 mod engine;

@@ -84,7 +84,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// One seeded review item (with its event and decision, which share its id).
-struct Seed {
+pub(crate) struct Seed {
     id: i64,
     category: &'static str,
     decision: &'static str,
@@ -110,7 +110,7 @@ fn user(user: usize) -> String {
 
 /// Items spread over the last 30 days (ids ascending with time, as the worker writes them),
 /// 80% open, 5% claimed (half of the claims expired), 15% resolved.
-fn generate(n: usize, now: DateTime<Utc>) -> Vec<Seed> {
+pub(crate) fn generate(n: usize, now: DateTime<Utc>) -> Vec<Seed> {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let start = now - Duration::days(30);
     let step_ms = Duration::days(30).num_milliseconds() / n as i64;
@@ -285,7 +285,7 @@ macro_rules! run_in_tx {
 }
 
 /// Migrates the test database and seeds it through the store's own pool, before the app runs.
-async fn seed(db: &TestDb, items: &[Seed]) {
+pub(crate) async fn seed(db: &TestDb, items: &[Seed]) {
     let store = Store::connect(&db.url, 2).await.expect("connect");
     store.migrate().await.expect("migrate");
     let started = Instant::now();
