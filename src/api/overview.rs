@@ -5,16 +5,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{ApiJsonError, Auth};
+use super::auth::{ApiJsonError, Viewer};
+use super::extract::QueryParams;
 use super::review::ReviewState;
 use super::schema::ErrorBody;
-use crate::store::Role;
 
 /// How far back the series reaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -88,12 +87,10 @@ fn zeroes(keys: &[&str]) -> BTreeMap<String, i64> {
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 pub async fn series(
-    auth: Auth,
+    _: Viewer,
     State(state): State<ReviewState>,
-    params: Result<Query<SeriesParams>, QueryRejection>,
+    QueryParams(params): QueryParams<SeriesParams>,
 ) -> Result<Json<OverviewSeries>, ApiJsonError> {
-    auth.require(Role::Viewer)?;
-    let Query(params) = params.map_err(|e| ApiJsonError::BadRequest(e.body_text()))?;
     let window = params.window.unwrap_or_default();
     let hour = TimeDelta::hours(1);
     let now = Utc::now();

@@ -682,11 +682,12 @@ async fn admin_retries_a_refused_resolution_bans_unbans_and_manages_tokens() {
             let nav = css(&c, "#nav").await.text().await.unwrap();
             assert!(nav.contains("Tokens") && nav.contains("Audit log"), "{nav}");
 
-            // Stream refuses the removal: an error with a retry; the item is as it was.
+            // Stream refuses the removal for good (a 5xx would be retried by the server until it
+            // went through): an error with a retry; the item is as it was.
             s.stream.clear_calls();
             s.stream.push_scripted(
                 crate::stream_standin::Op::DeleteMessage,
-                crate::stream_standin::Scripted::stream_error(500, -1, "internal"),
+                crate::stream_standin::Scripted::stream_error(400, 4, "bad request"),
                 1,
             );
             c.goto(&format!("{base}/console#/item/{}", ids[0])).await.unwrap();
