@@ -439,6 +439,7 @@ fn router(
         config: services.config.clone(),
         dry_run: config.dry_run(),
         actions: services.actions.clone(),
+        rules: services.rules.clone(),
     });
     let app = ingest
         .merge(before_send)

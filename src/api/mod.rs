@@ -6,6 +6,7 @@ pub mod extract;
 pub mod overview;
 pub mod review;
 pub mod schema;
+pub mod session;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};

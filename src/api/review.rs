@@ -53,6 +53,8 @@ pub struct ReviewState {
     pub dry_run: bool,
     /// Wakes this process's action runner when a resolution writes work.
     pub actions: ActionWaker,
+    /// The policy in force (its thresholds are served to clients).
+    pub rules: crate::reload::RulesHandle,
 }
 
 impl FromRef<ReviewState> for Store {
@@ -115,6 +117,8 @@ fn routes() -> OpenApiRouter<ReviewState> {
         .routes(routes!(stats))
         .routes(routes!(export_labels))
         .routes(routes!(super::overview::series))
+        .routes(routes!(super::session::me))
+        .routes(routes!(super::session::policy))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)

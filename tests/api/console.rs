@@ -424,6 +424,12 @@ async fn moderator_sweeps_the_queue_with_the_keyboard() {
         let marked = css(&c, "#message-text mark.hl").await.attr("data-kinds").await.unwrap();
         let word = js(&c, "return document.querySelector('#message-text mark.hl').firstChild.textContent").await;
         assert_eq!(word, "idiot", "kinds {marked:?}");
+        // The scores are drawn against the policy's thresholds (rules/policy.toml: toxicity
+        // flags at 0.6 and blocks at 0.85).
+        css(&c, ".score-bar .tick.block").await;
+        let label = js(&c, "return document.querySelector('.score-bar').getAttribute('aria-label')").await;
+        let label = label.as_str().unwrap_or_default().to_owned();
+        assert!(label.contains("flag at 0.60") && label.contains("block at 0.85"), "{label}");
         wait_js(&c, "the claim", "return document.querySelector('.claim .badge.ok')").await;
         assert_eq!(s.item_status(opened).await, "claimed");
         screenshot(&c, "item.png").await;

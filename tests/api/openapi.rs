@@ -278,12 +278,14 @@ fn sample(doc: &ApiDoc, schema: &Value) -> String {
 }
 
 /// The routes the issue asks for; the document must list exactly these.
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 18] = [
     ("DELETE", "/api/v1/tokens/{name}"),
     ("GET", "/api/v1/audit-log"),
     ("GET", "/api/v1/decisions"),
     ("GET", "/api/v1/export/labels"),
+    ("GET", "/api/v1/me"),
     ("GET", "/api/v1/overview/series"),
+    ("GET", "/api/v1/policy"),
     ("GET", "/api/v1/review-items"),
     ("GET", "/api/v1/review-items/{id}"),
     ("GET", "/api/v1/stats"),

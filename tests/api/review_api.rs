@@ -1206,3 +1206,33 @@ both_backends!(
     stream_refusal,
     a_resolution_stream_refuses_can_be_tried_again
 );
+
+async fn me_and_policy_answer_any_role(db: &TestDb, _: Backend) {
+    let s = stack(db).await;
+    let viewer = s.token("vi", Role::Viewer).await;
+    let (status, me) = s.get("/me", Some(&viewer)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, json!({"token_name": "vi", "role": "viewer"}));
+    let (status, policy) = s.get("/policy", Some(&viewer)).await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(
+        policy["thresholds"]["toxicity"],
+        json!({"flag": 0.6, "block": 0.85})
+    );
+    // The livestream override (rules/policy.toml) is stricter on spam.
+    let (_, live) = s
+        .get("/policy?channel_type=livestream", Some(&viewer))
+        .await;
+    assert!(
+        live["thresholds"]["spam"]["flag"].as_f64() < policy["thresholds"]["spam"]["flag"].as_f64(),
+        "{live} {policy}"
+    );
+    assert_error(&s.get("/me", None).await, 401, "unauthorized");
+    assert_error(
+        &s.get("/policy?nope=1", Some(&viewer)).await,
+        400,
+        "bad_request",
+    );
+    s.app.stop().await;
+}
+both_backends!(me_and_policy, me_and_policy_answer_any_role);

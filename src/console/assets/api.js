@@ -77,27 +77,10 @@ export const api = {
   user: (id) => call("GET", "/users/" + encodeURIComponent(id)),
 };
 
-/**
- * Checks a token and finds its role without changing anything: the token list answers admins
- * only, and an empty bulk resolution is refused with 403 for viewers before its body is read and
- * with 400 for moderators (the API has no "who am I" route).
- */
+/** Checks a token and learns its role (`GET /me`). */
 export async function signIn(token) {
-  await call("GET", "/review-items?limit=1", undefined, token);
-  let role = "viewer";
-  try {
-    await call("GET", "/tokens", undefined, token);
-    role = "admin";
-  } catch (e) {
-    if (e.status !== 403) throw e;
-    try {
-      await call("POST", "/review-items/bulk-resolve", { ids: [], resolution: "dismiss" }, token);
-      role = "moderator";
-    } catch (e2) {
-      if (e2.status === 400) role = "moderator";
-      else if (e2.status !== 403) throw e2;
-    }
-  }
+  const me = await call("GET", "/me", undefined, token);
+  const role = ["viewer", "moderator", "admin"].includes(me.role) ? me.role : "viewer";
   session.set(token, role);
   return role;
 }

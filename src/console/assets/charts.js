@@ -61,13 +61,22 @@ export function shareBar(share, label) {
 }
 
 /** A score bar in [0, 1]. */
-export function scoreBar(name, value) {
+export function scoreBar(name, value, levels) {
   const v = Math.max(0, Math.min(1, value || 0));
-  const level = v >= 0.8 ? "high" : v >= 0.5 ? "mid" : "low";
+  // Coloured by the policy's levels when known: under flag, flagged, blocked.
+  const level = levels
+    ? (v >= levels.block ? "high" : v >= levels.flag ? "mid" : "low")
+    : (v >= 0.8 ? "high" : v >= 0.5 ? "mid" : "low");
+  const label = levels
+    ? `${name} ${v.toFixed(2)}; flag at ${levels.flag.toFixed(2)}, block at ${levels.block.toFixed(2)}`
+    : `${name} ${v.toFixed(2)}`;
+  const tick = (at, cls) => s("rect", { class: "tick " + cls, x: Math.max(0, Math.min(99, at * 100 - 0.5)), y: 0, width: 1, height: 10 });
   return h("div", { class: "score-row" },
     h("span", { class: "score-name" }, name),
-    s("svg", { class: "score-bar " + level, viewBox: "0 0 100 10", preserveAspectRatio: "none", role: "img", "aria-label": `${name} ${v.toFixed(2)}` },
+    s("svg", { class: "score-bar " + level, viewBox: "0 0 100 10", preserveAspectRatio: "none", role: "img", "aria-label": label },
       s("rect", { class: "track", x: 0, y: 0, width: 100, height: 10 }),
-      s("rect", { class: "fill", x: 0, y: 0, width: v * 100, height: 10 })),
+      s("rect", { class: "fill", x: 0, y: 0, width: v * 100, height: 10 }),
+      levels ? tick(levels.flag, "flag") : null,
+      levels ? tick(levels.block, "block") : null),
     h("span", { class: "score-value" }, v.toFixed(2)));
 }

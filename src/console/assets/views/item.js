@@ -3,7 +3,7 @@
 // resolved with a/r/b/d or the buttons. A refused resolution is shown with a retry.
 
 import { h, replace, announce, href, fmtTime, age, table, field, json } from "../dom.js";
-import { api, session } from "../api.js";
+import { api, session, qs } from "../api.js";
 import { setKeys } from "../keys.js";
 import { scoreBar } from "../charts.js";
 import { spans, highlighted, describe, hasControls, visibleText } from "../text.js";
@@ -134,7 +134,8 @@ export async function itemView(main, route) {
     const policy = Array.isArray(item.reasons) ? item.reasons : [];
     return h("section", { class: "panel", "aria-labelledby": "why-h" },
       h("h2", { id: "why-h" }, "Why"),
-      h("div", { class: "scores" }, ["toxicity", "spam", "explicit"].map((c) => scoreBar(c, item.scores[c]))),
+      h("div", { class: "scores" }, ["toxicity", "spam", "explicit"].map((c) => scoreBar(c, item.scores[c], state.policy && state.policy.thresholds[c]))),
+      state.policy ? h("p", { class: "muted legend-row" }, "Ticks: the policy's flag and block thresholds", state.policy.channel_type ? ` for ${state.policy.channel_type} channels` : "", ` (policy ${state.policy.version}).`) : null,
       policy.length ? h("ul", { class: "reasons" }, policy.map((r) => h("li", {}, typeof r === "string" ? r : JSON.stringify(r)))) : null,
       engine.length ? h("details", { open: true }, h("summary", {}, `What the engine found (${engine.length})`),
         h("ul", { class: "reasons" }, engine.map((r) => h("li", {}, describe(r))))) : null);
@@ -196,6 +197,10 @@ export async function itemView(main, route) {
 
   try {
     state.detail = await api.item(id);
+    const cid = state.detail.item.cid || "";
+    const channelType = cid.includes(":") ? cid.slice(0, cid.indexOf(":")) : "";
+    // Without the thresholds the bars still show the scores.
+    state.policy = await api.get("/policy" + qs({ channel_type: channelType })).catch(() => null);
   } catch (e) {
     replace(body, h("h1", {}, `Item ${id}`), h("p", { class: "error" }, e.message));
     return;
