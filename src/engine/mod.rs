@@ -13,6 +13,7 @@ pub mod lexicon;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
+pub mod patterns;
 mod rules;
 mod settings;
 pub mod signals;
@@ -28,6 +29,7 @@ use self::features::Hashed;
 use self::lexicon::{Lexicon, LexiconError, TermHit};
 use self::model::{HEAD_CATEGORIES, Model, ModelError};
 use self::normalize::Normalized;
+use self::patterns::{PatternHit, Patterns, PatternsError};
 use self::signals::{LinkKind, PhraseKind, Signals, SignalsError, SpamSignals};
 use crate::domain::{Assessment, Category, Contribution, Reason};
 
@@ -68,6 +70,8 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Patterns(#[from] PatternsError),
 }
 
 /// Buffers reused from one message to the next (one set per thread).
@@ -75,6 +79,7 @@ pub enum EngineError {
 pub struct Scratch {
     normalized: Normalized,
     hits: Vec<TermHit>,
+    pattern_hits: Vec<PatternHit>,
     signals: SpamSignals,
     features: Vec<Hashed>,
     feature_scratch: features::Scratch,
@@ -88,6 +93,7 @@ thread_local! {
 pub struct Analyzer {
     pub lexicon: Lexicon,
     pub signals: Signals,
+    pub patterns: Patterns,
 }
 
 impl Analyzer {
@@ -95,6 +101,7 @@ impl Analyzer {
         Ok(Self {
             lexicon: Lexicon::load(rules_dir)?,
             signals: Signals::load(rules_dir)?,
+            patterns: Patterns::load(rules_dir)?,
         })
     }
 
@@ -125,6 +132,9 @@ impl Analyzer {
             }
         }
         self.short_spaced_terms(s);
+        s.pattern_hits.clear();
+        self.patterns
+            .find(s.normalized.as_str(), &mut s.pattern_hits);
         self.signals.extract(text, &mut s.signals);
     }
 
@@ -178,6 +188,10 @@ impl Analyzer {
         features::extract(
             s.normalized.as_str(),
             &s.hits,
+            &features::PatternFeatures {
+                patterns: &self.patterns,
+                hits: &s.pattern_hits,
+            },
             &s.signals,
             &mut s.feature_scratch,
             &mut s.features,
@@ -208,6 +222,18 @@ impl Engine {
             analyzer: Analyzer::load(rules_dir)?,
             rules: RuleSet::load(rules_dir)?,
             model: Model::load(rules_dir)?,
+            settings: EngineSettings::load(rules_dir)?,
+            dir: rules_dir.to_owned(),
+        })
+    }
+
+    /// Loads everything but the model from `rules_dir` and scores with `model` (training uses
+    /// it to calibrate a model inside the engine it will ship in).
+    pub fn load_with_model(rules_dir: &Path, model: Model) -> Result<Self, EngineError> {
+        Ok(Self {
+            analyzer: Analyzer::load(rules_dir)?,
+            rules: RuleSet::load(rules_dir)?,
+            model,
             settings: EngineSettings::load(rules_dir)?,
             dir: rules_dir.to_owned(),
         })
@@ -250,6 +276,30 @@ impl Engine {
         let probs = self.model.predict(&s.features);
         for (h, c) in HEAD_CATEGORIES.iter().enumerate() {
             *out.scores.get_mut(*c) = f64::from(probs[h]);
+        }
+        if self.is_lone_link(text, &s.signals) {
+            let spam = out.scores.get_mut(Category::Spam);
+            *spam = spam.min(self.settings.links.lone_link_spam_max);
+        }
+
+        // Abuse patterns not marked feature-only add to toxicity by their intensity.
+        for hit in &s.pattern_hits {
+            let p = self.analyzer.patterns.get(hit.pattern);
+            if !p.direct {
+                continue;
+            }
+            let add = self.settings.pattern_score(p.intensity);
+            let t = out.scores.get_mut(Category::Toxicity);
+            *t = 1.0 - (1.0 - *t) * (1.0 - add);
+            let range = s.normalized.original_range(hit.start, hit.end);
+            out.reasons.push(Reason::Term {
+                term: p.feature.clone(),
+                category: Category::Toxicity,
+                severity: p.severity(),
+                matched: text.get(range.clone()).unwrap_or_default().to_owned(),
+                start: range.start,
+                end: range.end,
+            });
         }
 
         // Lexicon terms: explicit terms raise the explicit score directly (there is no
@@ -298,6 +348,34 @@ impl Engine {
             *v = round3(v.clamp(0.0, 1.0));
         }
         out
+    }
+
+    /// A message that is little more than plain links (see [`settings::LinkSettings`]).
+    fn is_lone_link(&self, text: &str, sig: &SpamSignals) -> bool {
+        if sig.links.is_empty()
+            || !sig.scam_phrases.is_empty()
+            || sig
+                .links
+                .iter()
+                .any(|l| matches!(l.kind, LinkKind::Scam | LinkKind::Suspicious) || l.scam_path)
+        {
+            return false;
+        }
+        let mut words = 0u32;
+        let mut at = 0;
+        for token in text.split_whitespace() {
+            let start = text[at..].find(token).map_or(at, |i| at + i);
+            let end = start + token.len();
+            at = end;
+            let in_link = sig.links.iter().any(|l| l.start < end && start < l.end);
+            if !in_link && token.chars().any(char::is_alphanumeric) {
+                words += 1;
+                if words > self.settings.links.lone_link_words {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn signal_reasons(&self, sig: &SpamSignals, ctx: &ScoreContext<'_>, out: &mut Assessment) {
@@ -393,6 +471,7 @@ impl Engine {
         let Scratch {
             normalized,
             hits,
+            pattern_hits,
             signals,
             features: hashed,
             feature_scratch,
@@ -423,6 +502,10 @@ impl Engine {
             features::visit(
                 normalized.as_str(),
                 hits,
+                &features::PatternFeatures {
+                    patterns: &self.analyzer.patterns,
+                    hits: pattern_hits,
+                },
                 signals,
                 feature_scratch,
                 &mut |key, v| {

@@ -8,6 +8,7 @@ mod stream_standin;
 mod actions;
 mod before_send;
 mod cli;
+mod detection;
 mod email;
 mod engine;
 mod executor;
