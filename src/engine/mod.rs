@@ -113,6 +113,7 @@ impl Analyzer {
         self.lexicon.find(norm, &mut s.hits);
         // Words joined from separated letters may hold several words: look inside them.
         let mut word_start = None;
+        let mut joined_words: Vec<(usize, usize)> = Vec::new();
         for (i, c) in norm
             .char_indices()
             .chain(std::iter::once((norm.len(), ' ')))
@@ -126,15 +127,45 @@ impl Analyzer {
                     let covered = s.hits.iter().any(|h| h.start <= ws && h.end >= i);
                     if joined && !covered {
                         self.lexicon.find_in_joined(norm, ws, i, &mut s.hits);
+                        joined_words.push((ws, i));
                     }
                 }
                 _ => {}
             }
         }
-        self.short_spaced_terms(s);
         s.pattern_hits.clear();
         self.patterns
             .find(s.normalized.as_str(), &mut s.pattern_hits);
+        // In words joined from separated letters a leading article or pronoun may have been
+        // swallowed ("a p a t h e t i c" → "apathetic"): a pattern that spans the rest counts.
+        for (ws, we) in joined_words {
+            for skip in 0..=2 {
+                let from = ws + skip;
+                if from >= we || !norm.is_char_boundary(from) {
+                    continue;
+                }
+                let word = &norm[from..we];
+                let before = s.pattern_hits.len();
+                self.patterns.find(word, &mut s.pattern_hits);
+                let whole: Vec<PatternHit> = s.pattern_hits.drain(before..).collect();
+                let mut found = false;
+                for mut h in whole {
+                    if h.start == 0 && h.end == word.len() {
+                        let dup = s.pattern_hits.iter().any(|x| x.pattern == h.pattern);
+                        h.start += from;
+                        h.end += from;
+                        if !dup {
+                            s.pattern_hits.push(h);
+                        }
+                        found = true;
+                    }
+                }
+                if found {
+                    break;
+                }
+            }
+        }
+        self.short_spaced_terms(s);
         self.signals.extract(text, &mut s.signals);
     }
 
@@ -165,6 +196,19 @@ impl Analyzer {
                     .filter(|b| **b != b' ')
                     .map(|b| char::from(*b))
                     .collect();
+                // Abuse patterns too ("n o o b", "k y s"), when one spans the whole join.
+                let before_p = s.pattern_hits.len();
+                self.patterns.find(&joined, &mut s.pattern_hits);
+                let mut k = before_p;
+                while k < s.pattern_hits.len() {
+                    if s.pattern_hits[k].start == 0 && s.pattern_hits[k].end == joined.len() {
+                        s.pattern_hits[k].start = start;
+                        s.pattern_hits[k].end = end;
+                        k += 1;
+                    } else {
+                        s.pattern_hits.remove(k);
+                    }
+                }
                 let before = s.hits.len();
                 self.lexicon.find(&joined, &mut s.hits);
                 let mut k = before;
@@ -285,7 +329,12 @@ impl Engine {
         // Abuse patterns not marked feature-only add to toxicity by their intensity.
         for hit in &s.pattern_hits {
             let p = self.analyzer.patterns.get(hit.pattern);
-            if !p.direct {
+            // A pattern that is just a lexicon word ("stupid", "shit") is already weighed by the
+            // model through the lexicon features: adding it again would count it twice.
+            let in_lexicon = s.hits.iter().any(|t| {
+                t.category == Category::Toxicity && t.start <= hit.start && t.end >= hit.end
+            });
+            if !p.direct || in_lexicon {
                 continue;
             }
             let add = self.settings.pattern_score(p.intensity);
@@ -343,11 +392,55 @@ impl Engine {
                 });
             }
         }
+        self.cap_short_toxicity(s, &mut out);
         for c in Category::ALL {
             let v = out.scores.get_mut(c);
             *v = round3(v.clamp(0.0, 1.0));
         }
         out
+    }
+
+    /// A message of a few words gives the model little to go on: "silly", "sad", "N000000000"
+    /// or "ez" alone must not be judged by one word's weight. Without any lexicon, pattern or
+    /// rule evidence its toxicity stays below flag; with only mild evidence (severity 1, a
+    /// pattern under intensity 2, a rule under 0.8) below block. See `[short]` in engine.toml.
+    fn cap_short_toxicity(&self, s: &Scratch, out: &mut Assessment) {
+        let short = &self.settings.short;
+        let words = s
+            .normalized
+            .as_str()
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
+        if words > short.words {
+            return;
+        }
+        let patterns = &self.analyzer.patterns;
+        let lex = s.hits.iter().filter(|h| h.category == Category::Toxicity);
+        let pats = s
+            .pattern_hits
+            .iter()
+            .map(|h| patterns.get(h.pattern))
+            .filter(|p| p.direct);
+        let rules = out
+            .matches
+            .iter()
+            .filter(|m| m.category == Category::Toxicity);
+        let any = lex.clone().next().is_some()
+            || pats.clone().next().is_some()
+            || rules.clone().next().is_some();
+        let strong = lex.clone().any(|h| h.severity >= 2)
+            || pats.clone().any(|p| p.intensity >= 2.0)
+            || rules.clone().any(|m| m.score >= 0.8 || m.action.is_some());
+        let cap = if !any {
+            short.model_only_max
+        } else if !strong {
+            short.mild_max
+        } else {
+            return;
+        };
+        let t = out.scores.get_mut(Category::Toxicity);
+        *t = t.min(cap);
     }
 
     /// A message that is little more than plain links (see [`settings::LinkSettings`]).

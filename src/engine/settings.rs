@@ -93,6 +93,28 @@ impl Default for LinkSettings {
     }
 }
 
+/// Short messages (see `Engine::cap_short_toxicity`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortMessages {
+    /// Messages of at most this many words …
+    pub words: usize,
+    /// … score at most this for toxicity on the model alone …
+    pub model_only_max: f64,
+    /// … and at most this with only mild lexicon, pattern or rule evidence.
+    pub mild_max: f64,
+}
+
+impl Default for ShortMessages {
+    fn default() -> Self {
+        Self {
+            words: 3,
+            model_only_max: 0.5,
+            mild_max: 0.8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSettings {
@@ -109,6 +131,8 @@ pub struct EngineSettings {
     pub patterns: PatternScores,
     #[serde(default)]
     pub links: LinkSettings,
+    #[serde(default)]
+    pub short: ShortMessages,
 }
 
 impl EngineSettings {
@@ -148,6 +172,8 @@ impl EngineSettings {
             ("patterns.per_intensity", s.patterns.per_intensity),
             ("patterns.max", s.patterns.max),
             ("links.lone_link_spam_max", s.links.lone_link_spam_max),
+            ("short.model_only_max", s.short.model_only_max),
+            ("short.mild_max", s.short.mild_max),
         ] {
             unit(name, v)?;
         }

@@ -184,6 +184,52 @@ fn identity_swap(text: &str) -> Option<String> {
     None
 }
 
+/// Violent verbs aimed at things, as game and technical chat use them ("kill the process",
+/// "burn their tower"): the labelled sets are tweets and comments where these verbs are mostly
+/// aimed at people.
+const GAME_VERBS: &[&str] = &[
+    "kill",
+    "shoot",
+    "destroy",
+    "burn",
+    "stab",
+    "nuke",
+    "execute",
+    "slaughter",
+    "smash",
+    "murder",
+];
+const GAME_OBJECTS: &[&str] = &[
+    "the dragon",
+    "their tower",
+    "the creeps",
+    "the minions",
+    "the enemy tank",
+    "that spider",
+    "the final guardian",
+    "the process",
+    "the daemon",
+    "the old kernel",
+    "the wave",
+    "the turret",
+];
+
+/// The generated sentences (negatives for every head): identities in neutral frames, and
+/// violent game verbs aimed at things.
+pub fn synthetic_neutral() -> Vec<String> {
+    let mut out = identity_neutral();
+    for (i, v) in GAME_VERBS.iter().enumerate() {
+        for (j, o) in GAME_OBJECTS.iter().enumerate() {
+            out.push(match (i + j) % 3 {
+                0 => format!("{v} {o}"),
+                1 => format!("lets {v} {o} first"),
+                _ => format!("we need to {v} {o} before they respawn"),
+            });
+        }
+    }
+    out
+}
+
 /// The generated identity sentences (negatives for every head).
 pub fn identity_neutral() -> Vec<String> {
     let mut out = Vec::with_capacity(IDENTITIES.len() * FRAMES.len());
@@ -467,7 +513,7 @@ pub fn load_examples(
                 })?;
             }
             IDENTITY_NEUTRAL => {
-                for text in identity_neutral() {
+                for text in synthetic_neutral() {
                     let v = is_validation(&text);
                     rows.push((d, text, [Some(false); HEADS], v));
                 }
