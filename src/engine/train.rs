@@ -13,6 +13,11 @@
 //! | hatexplain | toxic | 0 | 0 if not toxic, else - |
 //! | i2p-prompts | - | 0 | sexual_topic (weak label) |
 //! | sms-spam, youtube-spam, tg-spam | 0 if not spam, else - | spam | 0 if not spam, else - |
+//! | hatemoji-build | hate | 0 | 0 if not hate, else - |
+//! | janitr-scam | - | spam | - |
+//! | toxic-spans | post 1, post without its spans 0 | 0 | - |
+//! | notoxic-dota | toxic | 0 | 0 if not toxic, else - |
+//! | irc-chat (clean chat), identity-neutral (generated) | 0 | 0 | 0 |
 //!
 //! tweeteval-hate's 0 may still be offensive, and edos's 0 may be abusive without being sexist,
 //! so neither set trains the explicit head and both train toxicity as labelled.
