@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::model::{MODEL_FILE, MODELS_DIR, ModelError};
 use crate::engine::train::{self, TrainError, TrainOptions, TrainReport};
-use crate::engine::{Analyzer, EngineError};
+use crate::engine::{Analyzer, Engine, EngineError};
 
 pub const METADATA_FILE: &str = "model.toml";
 
@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// defaults to the configured rules folder.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Ordinary chat (JSON lines with `text`): negatives for every head and the calibration
+    /// anchor; a fifth of it is never read (held back for `eval` and tests). `none` skips it.
+    #[arg(long, default_value = "../shared/data/unlabelled/irc-chat.jsonl")]
+    pub clean: PathBuf,
     /// Passes over the training rows.
     #[arg(long)]
     pub epochs: Option<u32>,
@@ -60,6 +64,8 @@ pub enum TrainCommandError {
         #[source]
         source: std::io::Error,
     },
+    #[error("policy: {0}")]
+    Policy(String),
     #[error("encoding model.toml: {0}")]
     Encode(#[from] toml::ser::Error),
 }
@@ -82,16 +88,17 @@ pub fn run(
 ) -> Result<(TrainReport, PathBuf), TrainCommandError> {
     let started = Instant::now();
     let analyzer = Analyzer::load(rules_dir)?;
-    let examples = train::load_examples(&args.data, &analyzer, args.limit)?;
+    let mut opts = TrainOptions {
+        limit_per_dataset: args.limit,
+        ..TrainOptions::default()
+    };
+    let clean = (args.clean.as_os_str() != "none").then_some(args.clean.as_path());
+    let examples = train::load_examples(&args.data, clean, &analyzer, &opts)?;
     tracing::info!(
         rows = examples.len(),
         secs = started.elapsed().as_secs_f32(),
         "featurised"
     );
-    let mut opts = TrainOptions {
-        limit_per_dataset: args.limit,
-        ..TrainOptions::default()
-    };
     if let Some(e) = args.epochs {
         opts.epochs = e;
     }
@@ -107,7 +114,17 @@ pub fn run(
     if args.no_dataset_bias {
         opts.dataset_bias = false;
     }
-    let (model, report) = train::train(&examples, &opts);
+    let (model, mut report) = train::train(&examples, &opts);
+    let policy = crate::policy::Policy::load(rules_dir)
+        .map_err(|e| TrainCommandError::Policy(e.to_string()))?;
+    let thresholds = crate::engine::model::HEAD_CATEGORIES.map(|c| {
+        let t = policy.threshold(c);
+        (t.flag, t.block)
+    });
+    let mut engine = Engine::load_with_model(rules_dir, model.clone())?;
+    let (model, calibration) =
+        train::calibrate_engine(&mut engine, model, &examples, &opts, thresholds);
+    report.calibration = calibration;
     if args.dry {
         return Ok((report, rules_dir.join(MODELS_DIR).join(MODEL_FILE)));
     }
@@ -159,6 +176,19 @@ pub fn format_report(r: &TrainReport) -> String {
             v.positives,
             v.roc_auc.map_or("–".into(), |x| format!("{x:.4}")),
             v.auprc.map_or("–".into(), |x| format!("{x:.4}")),
+        ));
+    }
+    for c in &r.calibration {
+        s.push_str(&format!(
+            "calibration {:<9} slope {:.3} offset {:+.3}: clean chat flagged {:.2}% -> {:.2}%, blocked {:.2}% -> {:.2}% ({} lines)\n",
+            c.category,
+            c.slope,
+            c.offset,
+            c.clean_flagged_before * 100.0,
+            c.clean_flagged_after * 100.0,
+            c.clean_blocked_before * 100.0,
+            c.clean_blocked_after * 100.0,
+            c.clean_rows
         ));
     }
     s.push_str(&format!(

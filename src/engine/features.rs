@@ -6,6 +6,7 @@
 //! update. It is FNV-1a over the bytes followed by murmur3's 64-bit finaliser.
 
 use super::lexicon::TermHit;
+use super::patterns::{PatternHit, Patterns};
 use super::signals::{LinkKind, SpamSignals};
 use crate::domain::Category;
 
@@ -99,11 +100,19 @@ pub struct Scratch {
     chars: Vec<usize>,
 }
 
+/// The pattern hits of a message and the patterns they index.
+#[derive(Clone, Copy)]
+pub struct PatternFeatures<'a> {
+    pub patterns: &'a Patterns,
+    pub hits: &'a [PatternHit],
+}
+
 /// Calls `sink` with every feature of a message. Text features are scaled so a message's text
 /// vector has about unit length whatever its size; named features are counts or flags.
 pub fn visit(
     normalized: &str,
     hits: &[TermHit],
+    patterns: &PatternFeatures<'_>,
     signals: &SpamSignals,
     scratch: &mut Scratch,
     sink: &mut impl FnMut(Key<'_>, f32),
@@ -136,6 +145,9 @@ pub fn visit(
         let w = &normalized[s..e];
         if w.starts_with('@') && w.len() > 1 {
             "@user"
+        } else if w.len() >= 4 && w.bytes().all(|b| b.is_ascii_digit()) {
+            // Long numbers (ids, sizes, timestamps) say nothing by their digits.
+            "#number"
         } else {
             w.trim_matches('\'')
         }
@@ -215,6 +227,25 @@ pub fn visit(
         }
     }
 
+    // Abuse patterns: one feature per pattern (its weight is learnt) and one per file, valued
+    // by intensity, so patterns rare in training still lean the way their kind does.
+    let mut by_label: [(Option<&str>, f32); 8] = [(None, 0.0); 8];
+    for h in patterns.hits {
+        let p = patterns.patterns.get(h.pattern);
+        sink(Key::Named(&p.feature), 1.0);
+        if let Some(slot) = by_label
+            .iter_mut()
+            .find(|(l, _)| l.is_none() || *l == Some(p.label_feature.as_str()))
+        {
+            slot.0 = Some(p.label_feature.as_str());
+            slot.1 += p.intensity;
+        }
+    }
+    for (label, sum) in by_label {
+        let Some(label) = label else { break };
+        sink(Key::Named(label), sum.min(4.0));
+    }
+
     // Spam signals, bucketed.
     for link in &signals.links {
         let name = match link.kind {
@@ -288,12 +319,13 @@ const LEX_NAMES: [[&str; 3]; 3] = [
 pub fn extract(
     normalized: &str,
     hits: &[TermHit],
+    patterns: &PatternFeatures<'_>,
     signals: &SpamSignals,
     scratch: &mut Scratch,
     out: &mut Vec<Hashed>,
 ) {
     out.clear();
-    visit(normalized, hits, signals, scratch, &mut |k, v| {
+    visit(normalized, hits, patterns, signals, scratch, &mut |k, v| {
         out.push(hash_key(&k, v))
     });
 }
@@ -304,9 +336,14 @@ mod tests {
 
     fn names(text: &str) -> Vec<String> {
         let mut v = vec![];
+        let none = Patterns::empty();
         visit(
             text,
             &[],
+            &PatternFeatures {
+                patterns: &none,
+                hits: &[],
+            },
             &SpamSignals::default(),
             &mut Scratch::default(),
             &mut |k, _| v.push(k.describe()),

@@ -13,6 +13,7 @@ pub mod lexicon;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
+pub mod patterns;
 mod rules;
 mod settings;
 pub mod signals;
@@ -28,6 +29,7 @@ use self::features::Hashed;
 use self::lexicon::{Lexicon, LexiconError, TermHit};
 use self::model::{HEAD_CATEGORIES, Model, ModelError};
 use self::normalize::Normalized;
+use self::patterns::{PatternHit, Patterns, PatternsError};
 use self::signals::{LinkKind, PhraseKind, Signals, SignalsError, SpamSignals};
 use crate::domain::{Assessment, Category, Contribution, Reason};
 
@@ -68,6 +70,8 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Patterns(#[from] PatternsError),
 }
 
 /// Buffers reused from one message to the next (one set per thread).
@@ -75,6 +79,7 @@ pub enum EngineError {
 pub struct Scratch {
     normalized: Normalized,
     hits: Vec<TermHit>,
+    pattern_hits: Vec<PatternHit>,
     signals: SpamSignals,
     features: Vec<Hashed>,
     feature_scratch: features::Scratch,
@@ -88,6 +93,7 @@ thread_local! {
 pub struct Analyzer {
     pub lexicon: Lexicon,
     pub signals: Signals,
+    pub patterns: Patterns,
 }
 
 impl Analyzer {
@@ -95,6 +101,7 @@ impl Analyzer {
         Ok(Self {
             lexicon: Lexicon::load(rules_dir)?,
             signals: Signals::load(rules_dir)?,
+            patterns: Patterns::load(rules_dir)?,
         })
     }
 
@@ -106,6 +113,7 @@ impl Analyzer {
         self.lexicon.find(norm, &mut s.hits);
         // Words joined from separated letters may hold several words: look inside them.
         let mut word_start = None;
+        let mut joined_words: Vec<(usize, usize)> = Vec::new();
         for (i, c) in norm
             .char_indices()
             .chain(std::iter::once((norm.len(), ' ')))
@@ -119,9 +127,42 @@ impl Analyzer {
                     let covered = s.hits.iter().any(|h| h.start <= ws && h.end >= i);
                     if joined && !covered {
                         self.lexicon.find_in_joined(norm, ws, i, &mut s.hits);
+                        joined_words.push((ws, i));
                     }
                 }
                 _ => {}
+            }
+        }
+        s.pattern_hits.clear();
+        self.patterns
+            .find(s.normalized.as_str(), &mut s.pattern_hits);
+        // In words joined from separated letters a leading article or pronoun may have been
+        // swallowed ("a p a t h e t i c" → "apathetic"): a pattern that spans the rest counts.
+        for (ws, we) in joined_words {
+            for skip in 0..=2 {
+                let from = ws + skip;
+                if from >= we || !norm.is_char_boundary(from) {
+                    continue;
+                }
+                let word = &norm[from..we];
+                let before = s.pattern_hits.len();
+                self.patterns.find(word, &mut s.pattern_hits);
+                let whole: Vec<PatternHit> = s.pattern_hits.drain(before..).collect();
+                let mut found = false;
+                for mut h in whole {
+                    if h.start == 0 && h.end == word.len() {
+                        let dup = s.pattern_hits.iter().any(|x| x.pattern == h.pattern);
+                        h.start += from;
+                        h.end += from;
+                        if !dup {
+                            s.pattern_hits.push(h);
+                        }
+                        found = true;
+                    }
+                }
+                if found {
+                    break;
+                }
             }
         }
         self.short_spaced_terms(s);
@@ -155,6 +196,19 @@ impl Analyzer {
                     .filter(|b| **b != b' ')
                     .map(|b| char::from(*b))
                     .collect();
+                // Abuse patterns too ("n o o b", "k y s"), when one spans the whole join.
+                let before_p = s.pattern_hits.len();
+                self.patterns.find(&joined, &mut s.pattern_hits);
+                let mut k = before_p;
+                while k < s.pattern_hits.len() {
+                    if s.pattern_hits[k].start == 0 && s.pattern_hits[k].end == joined.len() {
+                        s.pattern_hits[k].start = start;
+                        s.pattern_hits[k].end = end;
+                        k += 1;
+                    } else {
+                        s.pattern_hits.remove(k);
+                    }
+                }
                 let before = s.hits.len();
                 self.lexicon.find(&joined, &mut s.hits);
                 let mut k = before;
@@ -178,6 +232,10 @@ impl Analyzer {
         features::extract(
             s.normalized.as_str(),
             &s.hits,
+            &features::PatternFeatures {
+                patterns: &self.patterns,
+                hits: &s.pattern_hits,
+            },
             &s.signals,
             &mut s.feature_scratch,
             &mut s.features,
@@ -208,6 +266,18 @@ impl Engine {
             analyzer: Analyzer::load(rules_dir)?,
             rules: RuleSet::load(rules_dir)?,
             model: Model::load(rules_dir)?,
+            settings: EngineSettings::load(rules_dir)?,
+            dir: rules_dir.to_owned(),
+        })
+    }
+
+    /// Loads everything but the model from `rules_dir` and scores with `model` (training uses
+    /// it to calibrate a model inside the engine it will ship in).
+    pub fn load_with_model(rules_dir: &Path, model: Model) -> Result<Self, EngineError> {
+        Ok(Self {
+            analyzer: Analyzer::load(rules_dir)?,
+            rules: RuleSet::load(rules_dir)?,
+            model,
             settings: EngineSettings::load(rules_dir)?,
             dir: rules_dir.to_owned(),
         })
@@ -251,6 +321,35 @@ impl Engine {
         for (h, c) in HEAD_CATEGORIES.iter().enumerate() {
             *out.scores.get_mut(*c) = f64::from(probs[h]);
         }
+        if self.is_lone_link(text, &s.signals) {
+            let spam = out.scores.get_mut(Category::Spam);
+            *spam = spam.min(self.settings.links.lone_link_spam_max);
+        }
+
+        // Abuse patterns not marked feature-only add to toxicity by their intensity.
+        for hit in &s.pattern_hits {
+            let p = self.analyzer.patterns.get(hit.pattern);
+            // A pattern that is just a lexicon word ("stupid", "shit") is already weighed by the
+            // model through the lexicon features: adding it again would count it twice.
+            let in_lexicon = s.hits.iter().any(|t| {
+                t.category == Category::Toxicity && t.start <= hit.start && t.end >= hit.end
+            });
+            if !p.direct || in_lexicon {
+                continue;
+            }
+            let add = self.settings.pattern_score(p.intensity);
+            let t = out.scores.get_mut(Category::Toxicity);
+            *t = 1.0 - (1.0 - *t) * (1.0 - add);
+            let range = s.normalized.original_range(hit.start, hit.end);
+            out.reasons.push(Reason::Term {
+                term: p.feature.clone(),
+                category: Category::Toxicity,
+                severity: p.severity(),
+                matched: text.get(range.clone()).unwrap_or_default().to_owned(),
+                start: range.start,
+                end: range.end,
+            });
+        }
 
         // Lexicon terms: explicit terms raise the explicit score directly (there is no
         // human-labelled explicit chat to learn their weight from); every term is a reason.
@@ -293,11 +392,83 @@ impl Engine {
                 });
             }
         }
+        self.cap_short_toxicity(s, &mut out);
         for c in Category::ALL {
             let v = out.scores.get_mut(c);
             *v = round3(v.clamp(0.0, 1.0));
         }
         out
+    }
+
+    /// A message of a few words gives the model little to go on: "silly", "sad", "N000000000"
+    /// or "ez" alone must not be judged by one word's weight. Without any lexicon, pattern or
+    /// rule evidence its toxicity stays below flag; with only mild evidence (severity 1, a
+    /// pattern under intensity 2, a rule under 0.8) below block. See `[short]` in engine.toml.
+    fn cap_short_toxicity(&self, s: &Scratch, out: &mut Assessment) {
+        let short = &self.settings.short;
+        let words = s
+            .normalized
+            .as_str()
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
+        if words > short.words {
+            return;
+        }
+        let patterns = &self.analyzer.patterns;
+        let lex = s.hits.iter().filter(|h| h.category == Category::Toxicity);
+        let pats = s
+            .pattern_hits
+            .iter()
+            .map(|h| patterns.get(h.pattern))
+            .filter(|p| p.direct);
+        let rules = out
+            .matches
+            .iter()
+            .filter(|m| m.category == Category::Toxicity);
+        let any = lex.clone().next().is_some()
+            || pats.clone().next().is_some()
+            || rules.clone().next().is_some();
+        let strong = lex.clone().any(|h| h.severity >= 2)
+            || pats.clone().any(|p| p.intensity >= 2.0)
+            || rules.clone().any(|m| m.score >= 0.8 || m.action.is_some());
+        let cap = if !any {
+            short.model_only_max
+        } else if !strong {
+            short.mild_max
+        } else {
+            return;
+        };
+        let t = out.scores.get_mut(Category::Toxicity);
+        *t = t.min(cap);
+    }
+
+    /// A message that is little more than plain links (see [`settings::LinkSettings`]).
+    fn is_lone_link(&self, text: &str, sig: &SpamSignals) -> bool {
+        if sig.links.is_empty()
+            || !sig.scam_phrases.is_empty()
+            || sig
+                .links
+                .iter()
+                .any(|l| matches!(l.kind, LinkKind::Scam | LinkKind::Suspicious) || l.scam_path)
+        {
+            return false;
+        }
+        let mut words = 0u32;
+        let mut at = 0;
+        for token in text.split_whitespace() {
+            let start = text[at..].find(token).map_or(at, |i| at + i);
+            let end = start + token.len();
+            at = end;
+            let in_link = sig.links.iter().any(|l| l.start < end && start < l.end);
+            if !in_link && token.chars().any(char::is_alphanumeric) {
+                words += 1;
+                if words > self.settings.links.lone_link_words {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn signal_reasons(&self, sig: &SpamSignals, ctx: &ScoreContext<'_>, out: &mut Assessment) {
@@ -393,6 +564,7 @@ impl Engine {
         let Scratch {
             normalized,
             hits,
+            pattern_hits,
             signals,
             features: hashed,
             feature_scratch,
@@ -423,6 +595,10 @@ impl Engine {
             features::visit(
                 normalized.as_str(),
                 hits,
+                &features::PatternFeatures {
+                    patterns: &self.analyzer.patterns,
+                    hits: pattern_hits,
+                },
                 signals,
                 feature_scratch,
                 &mut |key, v| {

@@ -240,6 +240,13 @@ impl Model {
     pub fn bias(&self, head: usize) -> f32 {
         self.bias[head]
     }
+
+    /// Maps a head's logit z to `slope · z + offset` (Platt-style calibration), folded into the
+    /// head's bias and weight scale so the file format and scoring cost stay the same.
+    pub fn calibrate(&mut self, head: usize, slope: f32, offset: f32) {
+        self.bias[head] = slope * self.bias[head] + offset;
+        self.scale[head] *= slope;
+    }
 }
 
 pub fn sigmoid(z: f32) -> f32 {

@@ -483,7 +483,10 @@ fn fold_leet(items: &mut [Item]) {
 
 fn fold_leet_run(run: &mut [Item]) {
     let letters = run.iter().filter(|it| it.is_letter()).count();
-    if letters == 0 || letters == run.len() || is_quantity(run) || is_identifier(run) {
+    let digits = run.iter().filter(|it| it.c.is_ascii_digit()).count();
+    // `N000000000`, `0x7f000001`: mostly digits is a number or an id, not a word in disguise.
+    let numeric = digits >= 3 && digits > 2 * letters;
+    if letters == 0 || letters == run.len() || numeric || is_quantity(run) || is_identifier(run) {
         return;
     }
     for k in 0..run.len() {

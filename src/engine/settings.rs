@@ -53,6 +53,68 @@ pub struct ListScores {
     pub scam_phrase: f64,
 }
 
+/// What an abuse pattern hit (see `patterns`) adds to toxicity on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternScores {
+    /// A hit of intensity `i` adds 1 − (1 − per_intensity)^i …
+    pub per_intensity: f64,
+    /// … but never more than this.
+    pub max: f64,
+}
+
+impl Default for PatternScores {
+    fn default() -> Self {
+        Self {
+            per_intensity: 0.33,
+            max: 0.8,
+        }
+    }
+}
+
+/// Links in ordinary chat: a message that is little more than a plain link (docs, a paste, a
+/// video) is how people share things, not spam.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    /// A message with at most this many words besides its links, all of them plain (not on the
+    /// scam or suspicious lists), with no scam phrase, is a lone link …
+    pub lone_link_words: u32,
+    /// … and the model's spam score for it is capped here (flood, repeats and rules still add).
+    pub lone_link_spam_max: f64,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            lone_link_words: 3,
+            lone_link_spam_max: 0.45,
+        }
+    }
+}
+
+/// Short messages (see `Engine::cap_short_toxicity`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortMessages {
+    /// Messages of at most this many words …
+    pub words: usize,
+    /// … score at most this for toxicity on the model alone …
+    pub model_only_max: f64,
+    /// … and at most this with only mild lexicon, pattern or rule evidence.
+    pub mild_max: f64,
+}
+
+impl Default for ShortMessages {
+    fn default() -> Self {
+        Self {
+            words: 3,
+            model_only_max: 0.5,
+            mild_max: 0.8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSettings {
@@ -65,6 +127,12 @@ pub struct EngineSettings {
     pub explain_above: f64,
     /// How many features an explanation lists.
     pub explain_top: usize,
+    #[serde(default)]
+    pub patterns: PatternScores,
+    #[serde(default)]
+    pub links: LinkSettings,
+    #[serde(default)]
+    pub short: ShortMessages,
 }
 
 impl EngineSettings {
@@ -101,6 +169,11 @@ impl EngineSettings {
             ("lists.shortener", l.shortener),
             ("lists.invite", l.invite),
             ("lists.scam_phrase", l.scam_phrase),
+            ("patterns.per_intensity", s.patterns.per_intensity),
+            ("patterns.max", s.patterns.max),
+            ("links.lone_link_spam_max", s.links.lone_link_spam_max),
+            ("short.model_only_max", s.short.model_only_max),
+            ("short.mild_max", s.short.mild_max),
         ] {
             unit(name, v)?;
         }
@@ -116,6 +189,12 @@ impl EngineSettings {
     pub fn explicit_term_score(&self, severity: u8) -> f64 {
         let i = usize::from(severity.clamp(1, 3)) - 1;
         self.explicit_term_scores[i]
+    }
+
+    /// What one pattern hit of this intensity adds to toxicity.
+    pub fn pattern_score(&self, intensity: f32) -> f64 {
+        let p = &self.patterns;
+        (1.0 - (1.0 - p.per_intensity).powf(f64::from(intensity).max(0.0))).min(p.max)
     }
 
     /// The longest window the worker must count activity over.

@@ -71,7 +71,7 @@ fn a_bad_setting_is_named_at_start_up() {
 fn check_rules_reports_what_it_loaded_and_rejects_a_bad_rule() {
     let (ok, out, err) = run(bin().arg("check-rules"));
     assert!(ok, "{err}");
-    assert!(out.contains("rules.toml: 23 rules"), "{out}");
+    assert!(out.contains("rules.toml: 30 rules"), "{out}");
     assert!(out.contains("toxicity  flag ≥ 0.6 block ≥ 0.85"), "{out}");
     assert!(out.contains("dry-run"), "{out}");
 

@@ -10,6 +10,7 @@ mod before_send;
 mod chaos;
 mod cli;
 mod console;
+mod detection;
 mod email;
 mod enforcement;
 mod engine;
