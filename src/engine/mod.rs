@@ -78,6 +78,15 @@ pub enum EngineError {
 #[derive(Default)]
 pub struct Scratch {
     normalized: Normalized,
+    /// The normalised text with short spaced-out words that spell a term or pattern joined
+    /// ("h o e" → "hoe"), which patterns and model features read; `view_map` maps its byte
+    /// offsets back to the normalised text's.
+    view: String,
+    view_map: Vec<usize>,
+    /// Short spaced runs that spelled a term or pattern: (start, end) in the normalised text.
+    joined_runs: Vec<(usize, usize)>,
+    /// Offsets in the normalised text where the view puts a space (terms inside joined words).
+    splits: Vec<usize>,
     hits: Vec<TermHit>,
     pattern_hits: Vec<PatternHit>,
     signals: SpamSignals,
@@ -123,7 +132,12 @@ impl Analyzer {
                 (false, Some(ws)) => {
                     word_start = None;
                     let original = s.normalized.original_range(ws, i);
-                    let joined = original.len() >= 2 * (i - ws) - 1 && i - ws >= 6;
+                    // Joined from separated letters: the original has a separator between
+                    // every two letters ("f.u.c.k", "a h o e").
+                    let separators = text
+                        .get(original.clone())
+                        .map_or(0, |o| o.chars().filter(|c| !c.is_alphanumeric()).count());
+                    let joined = i - ws >= 3 && separators + 1 >= i - ws;
                     let covered = s.hits.iter().any(|h| h.start <= ws && h.end >= i);
                     if joined && !covered {
                         self.lexicon.find_in_joined(norm, ws, i, &mut s.hits);
@@ -133,9 +147,30 @@ impl Analyzer {
                 _ => {}
             }
         }
+        // Terms found inside a joined word are words of their own for patterns and the model
+        // ("userfuck" reads "user fuck").
+        s.splits.clear();
+        for &(ws, we) in &joined_words {
+            for h in s.hits.iter().filter(|h| ws <= h.start && h.end <= we) {
+                s.splits
+                    .extend([h.start, h.end].into_iter().filter(|&x| ws < x && x < we));
+            }
+        }
+        s.splits.sort_unstable();
         s.pattern_hits.clear();
-        self.patterns
-            .find(s.normalized.as_str(), &mut s.pattern_hits);
+        self.short_spaced_terms(s);
+        self.build_view(s);
+        let before = s.pattern_hits.len();
+        self.patterns.find(&s.view, &mut s.pattern_hits);
+        for h in &mut s.pattern_hits[before..] {
+            let (start, end) = (h.start, h.end);
+            h.start = s.view_map.get(start).copied().unwrap_or(start);
+            h.end = match end.checked_sub(1).and_then(|e| s.view_map.get(e)) {
+                Some(&last) => last + 1,
+                None => end,
+            };
+        }
+        let norm = s.normalized.as_str();
         // In words joined from separated letters a leading article or pronoun may have been
         // swallowed ("a p a t h e t i c" → "apathetic"): a pattern that spans the rest counts.
         for (ws, we) in joined_words {
@@ -165,13 +200,36 @@ impl Analyzer {
                 }
             }
         }
-        self.short_spaced_terms(s);
         self.signals.extract(text, &mut s.signals);
+    }
+
+    /// [`Scratch::view`]: the normalised text with the joined runs' inner spaces left out.
+    fn build_view(&self, s: &mut Scratch) {
+        let norm = s.normalized.as_str();
+        s.view.clear();
+        s.view_map.clear();
+        let mut runs = s.joined_runs.iter().peekable();
+        for (i, c) in norm.char_indices() {
+            while runs.peek().is_some_and(|r| r.1 <= i) {
+                runs.next();
+            }
+            let inside = runs.peek().is_some_and(|r| r.0 <= i && i < r.1);
+            if inside && c == ' ' {
+                continue;
+            }
+            if s.splits.binary_search(&i).is_ok() && !s.view.ends_with(' ') {
+                s.view.push(' ');
+                s.view_map.push(i);
+            }
+            s.view.push(c);
+            s.view_map.extend(std::iter::repeat_n(i, c.len_utf8()));
+        }
     }
 
     /// `a s s`, `h o e`: spaced words too short for the normaliser to join on its own (they look
     /// like chat's one-letter words) count when, joined, they spell a lexicon term exactly.
     fn short_spaced_terms(&self, s: &mut Scratch) {
+        s.joined_runs.clear();
         let norm = s.normalized.as_str().as_bytes();
         let single = |i: usize| {
             norm[i].is_ascii_alphabetic()
@@ -189,48 +247,58 @@ impl Analyzer {
             while end + 1 < norm.len() && single(end + 1) {
                 end += 2;
             }
+            // Within the run, the longest stretches that spell a term or a pattern, from the
+            // left: "a h o e" holds "hoe", "u s e r f u c k" holds "fuck".
             let letters = (end - start).div_ceil(2);
-            if (2..=4).contains(&letters) {
-                let joined: String = norm[start..end]
-                    .iter()
-                    .filter(|b| **b != b' ')
-                    .map(|b| char::from(*b))
-                    .collect();
-                // Abuse patterns too ("n o o b", "k y s"), when one spans the whole join.
-                let before_p = s.pattern_hits.len();
-                self.patterns.find(&joined, &mut s.pattern_hits);
-                let mut k = before_p;
-                while k < s.pattern_hits.len() {
-                    if s.pattern_hits[k].start == 0 && s.pattern_hits[k].end == joined.len() {
-                        s.pattern_hits[k].start = start;
-                        s.pattern_hits[k].end = end;
-                        k += 1;
-                    } else {
-                        s.pattern_hits.remove(k);
+            let mut p = 0;
+            while p < letters {
+                let mut took = 1;
+                for len in (2..=(letters - p).min(12)).rev() {
+                    let (from, to) = (start + 2 * p, start + 2 * (p + len) - 1);
+                    if self.spell_spaced(norm, from, to, &mut s.hits) {
+                        s.joined_runs.push((from, to));
+                        took = len;
+                        break;
                     }
                 }
-                let before = s.hits.len();
-                self.lexicon.find(&joined, &mut s.hits);
-                let mut k = before;
-                while k < s.hits.len() {
-                    if s.hits[k].start == 0 && s.hits[k].end == joined.len() {
-                        s.hits[k].start = start;
-                        s.hits[k].end = end;
-                        k += 1;
-                    } else {
-                        s.hits.remove(k);
-                    }
-                }
+                p += took;
             }
             i = end;
         }
+    }
+
+    /// Whether the single letters in `norm[from..to]`, joined, spell a lexicon term or an abuse
+    /// pattern exactly; a term's hit is added over the letters.
+    fn spell_spaced(&self, norm: &[u8], from: usize, to: usize, hits: &mut Vec<TermHit>) -> bool {
+        let joined: String = norm[from..to]
+            .iter()
+            .filter(|b| **b != b' ')
+            .map(|b| char::from(*b))
+            .collect();
+        let mut probe = Vec::new();
+        self.patterns.find(&joined, &mut probe);
+        let mut spells = probe.iter().any(|h| h.start == 0 && h.end == joined.len());
+        let before = hits.len();
+        self.lexicon.find(&joined, hits);
+        let mut k = before;
+        while k < hits.len() {
+            if hits[k].start == 0 && hits[k].end == joined.len() {
+                hits[k].start = from;
+                hits[k].end = to;
+                spells = true;
+                k += 1;
+            } else {
+                hits.remove(k);
+            }
+        }
+        spells
     }
 
     /// The model features of one message.
     pub fn features<'s>(&self, text: &str, s: &'s mut Scratch) -> &'s [Hashed] {
         self.analyze(text, s);
         features::extract(
-            s.normalized.as_str(),
+            &s.view,
             &s.hits,
             &features::PatternFeatures {
                 patterns: &self.patterns,
@@ -407,8 +475,7 @@ impl Engine {
     fn cap_short_toxicity(&self, s: &Scratch, out: &mut Assessment) {
         let short = &self.settings.short;
         let words = s
-            .normalized
-            .as_str()
+            .view
             .split_whitespace()
             .filter(|w| w.chars().any(char::is_alphanumeric))
             .count();
@@ -562,12 +629,13 @@ impl Engine {
     fn top_features(&self, heads: &[usize], s: &mut Scratch) -> Vec<Vec<Contribution>> {
         let k = self.settings.explain_top;
         let Scratch {
-            normalized,
+            view,
             hits,
             pattern_hits,
             signals,
             features: hashed,
             feature_scratch,
+            ..
         } = s;
         // The k largest single contributions per head (k is small: insertion beats sorting).
         let winners: Vec<Vec<(u32, f32)>> = heads
@@ -593,7 +661,7 @@ impl Engine {
         let mut named: Vec<Vec<Contribution>> = vec![Vec::new(); heads.len()];
         if k > 0 {
             features::visit(
-                normalized.as_str(),
+                view,
                 hits,
                 &features::PatternFeatures {
                     patterns: &self.analyzer.patterns,

@@ -217,6 +217,21 @@ const GAME_OBJECTS: &[&str] = &[
     "the old kernel",
     "the wave",
     "the turret",
+    "the boss",
+    "the skeletons",
+    "the mutants",
+    "the robots",
+    "the aliens",
+    "the drones",
+    "the undead",
+    "the goblins",
+    "the orcs",
+    "the raiders",
+    "the bandits",
+    "the wolves",
+    "the target dummy",
+    "the barrels",
+    "the crates",
 ];
 
 /// The generated sentences (negatives for every head): identities in neutral frames, and
@@ -225,11 +240,16 @@ pub fn synthetic_neutral() -> Vec<String> {
     let mut out = identity_neutral();
     for (i, v) in GAME_VERBS.iter().enumerate() {
         for (j, o) in GAME_OBJECTS.iter().enumerate() {
-            out.push(match (i + j) % 3 {
-                0 => format!("{v} {o}"),
-                1 => format!("lets {v} {o} first"),
-                _ => format!("we need to {v} {o} before they respawn"),
-            });
+            for frame in 0..6 {
+                out.push(match (i + j + frame) % 6 {
+                    0 => format!("{v} {o}"),
+                    1 => format!("lets {v} {o} first"),
+                    2 => format!("{v} {o} in the head"),
+                    3 => format!("aim and {v} {o}"),
+                    4 => format!("i keep trying to {v} {o} but miss"),
+                    _ => format!("we need to {v} {o} before they respawn"),
+                });
+            }
         }
     }
     out
@@ -312,7 +332,7 @@ impl Default for TrainOptions {
             dataset_bias: true,
             balance: 0.75,
             clean_train_rows: 40_000,
-            clean_flag_rate: [0.005, 0.0025, 0.0],
+            clean_flag_rate: [0.003, 0.0025, 0.0],
             clean_block_rate: [0.001, 0.0005, 0.0],
             calibrate_heads: [true, true, false],
         }
@@ -643,9 +663,16 @@ fn train_head(
             let Some(y) = ex.labels[head] else { continue };
             let y = if y { 1.0 } else { 0.0 };
             let dataset_at = DIM + 1 + ex.dataset;
+            // A set of negatives only (clean chat, generated neutral sentences) gets no bias of
+            // its own: its bias would absorb every correction, and its words would learn nothing.
+            let own_bias = opts.dataset_bias
+                && !matches!(
+                    DATASETS.get(ex.dataset),
+                    Some(&(CLEAN_CHAT | IDENTITY_NEUTRAL))
+                );
             ws.clear();
             let wb = weight(z[bias_at], n[bias_at], 0.0);
-            let wd = if opts.dataset_bias {
+            let wd = if own_bias {
                 weight(z[dataset_at], n[dataset_at], 0.0)
             } else {
                 0.0
@@ -658,7 +685,7 @@ fn train_head(
             }
             let g = (sigmoid(logit.clamp(-35.0, 35.0)) - y) * weights[ex.dataset];
             update(&mut z, &mut n, bias_at, wb, g);
-            if opts.dataset_bias {
+            if own_bias {
                 update(&mut z, &mut n, dataset_at, wd, g);
             }
             for (f, w) in ex.features.iter().zip(&ws) {

@@ -388,10 +388,10 @@ async fn moderator_sweeps_the_queue_with_the_keyboard() {
     let s = Stack::start(&db).await;
     let ids = s
         .messages(&[
-            ("m-c1", "u-ana", "what an idiot, honestly"),
+            ("m-c1", "u-ana", "you idiot"),
             ("m-c2", "u-ben", "you absolute idiot"),
             ("m-c3", "u-cy", FLAGGED),
-            ("m-c4", "u-dee", "such an idiot move"),
+            ("m-c4", "u-dee", "ur an idiot"),
         ])
         .await;
     let moderator = s.token("mo", Role::Moderator).await;
@@ -567,27 +567,27 @@ async fn hostile_messages_render_as_text_and_nothing_runs() {
         (
             "m-x1",
             "u-x1",
-            "shut up idiot <img src=x onerror=\"window.__pwned='img'\">",
+            "what an idiot <img src=x onerror=\"window.__pwned='img'\">",
         ),
         (
             "m-x2",
             "u-x2",
-            "shut up idiot <script>window.__pwned='script'</script>",
+            "what an idiot <script>window.__pwned='script'</script>",
         ),
         (
             "m-x3",
             "u-x3",
-            "shut up idiot <a href=\"javascript:window.__pwned='link'\">click</a> javascript:window.__pwned='bare'",
+            "what an idiot <a href=\"javascript:window.__pwned='link'\">click</a> javascript:window.__pwned='bare'",
         ),
         (
             "m-x4",
             "u-x4",
-            "shut up idiot \u{202E}gnp.exe\u{202C} and \u{2066}isolated\u{2069}",
+            "what an idiot \u{202E}gnp.exe\u{202C} and \u{2066}isolated\u{2069}",
         ),
         (
             "m-x5",
             "<b>u-x5</b>",
-            "shut up idiot <svg onload=\"window.__pwned='svg'\"></svg><iframe src=\"https://example.com\"></iframe>",
+            "what an idiot <svg onload=\"window.__pwned='svg'\"></svg><iframe src=\"https://example.com\"></iframe>",
         ),
     ];
     let ids = s.messages(&hostile).await;

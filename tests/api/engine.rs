@@ -195,6 +195,21 @@ fn recall_on_obfuscated_toxic_rows_is_within_five_points_of_the_originals() {
             "{name}: the obfuscation changed too few rows"
         );
         let r = recall(&changed);
+        if name == "spaced" {
+            for (a, b) in rows.iter().zip(&changed) {
+                let sa = l.engine.assess(a, &ctx);
+                let sb = l.engine.assess(b, &ctx);
+                if sa.scores.toxicity >= flag && sb.scores.toxicity < flag {
+                    eprintln!(
+                        "LOST {:.2}->{:.2} | {} || {}",
+                        sa.scores.toxicity,
+                        sb.scores.toxicity,
+                        a.chars().take(100).collect::<String>(),
+                        b.chars().take(140).collect::<String>()
+                    );
+                }
+            }
+        }
         worst = worst.max(base - r);
         report.push(format!("{name}: {r:.3}"));
     }
