@@ -134,67 +134,72 @@ impl Store {
         r: &mut PruneReport,
     ) -> Result<(), StoreError> {
         // A decision whose work is still pending stays until the work ends.
-        let batch_ids = "select d.id from decisions d where d.received_at < $1
-             and not exists (select 1 from actions a where a.decision_id = d.id and a.status = 'pending')
-             order by d.id limit $2";
-        loop {
-            let n = on_pool!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
-                let ids: Vec<i64> = sqlx::query_scalar(batch_ids)
-                    .bind(cutoff)
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                for id in &ids {
-                    for sql in [
-                        "delete from strikes where decision_id = $1",
-                        "update bans set decision_id = null where decision_id = $1",
-                        "delete from actions where decision_id = $1",
-                        "delete from actions where review_item_id in (select id from review_items
-                             where decision_id = $1 or first_decision_id = $1)",
-                        "delete from review_items where decision_id = $1 or first_decision_id = $1",
-                        "delete from decisions where id = $1",
-                    ] {
-                        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-                    }
-                }
-                tx.commit().await?;
-                ids.len() as u64
-            });
-            r.decisions += n;
-            if n == 0 {
-                break;
-            }
-        }
-        let orphan = "select e.id from events e where e.received_at < $1
-             and e.status not in ('received', 'retrying')
-             and not exists (select 1 from decisions d where d.event_id = e.id)
-             order by e.id limit $2";
-        loop {
-            let n = on_pool!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
-                let ids: Vec<i64> = sqlx::query_scalar(orphan)
-                    .bind(cutoff)
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                for id in &ids {
-                    for sql in [
-                        "delete from job_attempts where event_id = $1",
-                        "delete from dead_letters where event_id = $1",
-                        "delete from events where id = $1",
-                    ] {
-                        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-                    }
-                }
-                tx.commit().await?;
-                ids.len() as u64
-            });
-            r.events += n;
-            if n == 0 {
-                break;
-            }
-        }
+        r.decisions += self
+            .delete_in_batches(
+                "select d.id from decisions d where d.received_at < $1
+                 and not exists (select 1 from actions a where a.decision_id = d.id and a.status = 'pending')
+                 order by d.id limit $2",
+                &[
+                    "delete from strikes where decision_id = $1",
+                    "update bans set decision_id = null where decision_id = $1",
+                    "delete from actions where decision_id = $1",
+                    "delete from actions where review_item_id in (select id from review_items
+                         where decision_id = $1 or first_decision_id = $1)",
+                    "delete from review_items where decision_id = $1 or first_decision_id = $1",
+                    "delete from decisions where id = $1",
+                ],
+                cutoff,
+                batch,
+            )
+            .await?;
+        r.events += self
+            .delete_in_batches(
+                "select e.id from events e where e.received_at < $1
+                 and e.status not in ('received', 'retrying')
+                 and not exists (select 1 from decisions d where d.event_id = e.id)
+                 order by e.id limit $2",
+                &[
+                    "delete from job_attempts where event_id = $1",
+                    "delete from dead_letters where event_id = $1",
+                    "delete from events where id = $1",
+                ],
+                cutoff,
+                batch,
+            )
+            .await?;
         Ok(())
+    }
+
+    /// Until `select` (binding `$1` = cutoff, `$2` = batch) finds no more ids: per id, the
+    /// statements of `each` (binding `$1` = id), one transaction per batch. Returns the ids done.
+    async fn delete_in_batches(
+        &self,
+        select: &'static str,
+        each: &[&'static str],
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut done = 0;
+        loop {
+            let n = on_pool!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(select)
+                    .bind(cutoff)
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for id in &ids {
+                    for sql in each {
+                        sqlx::query(*sql).bind(id).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                ids.len() as u64
+            });
+            done += n;
+            if n == 0 {
+                return Ok(done);
+            }
+        }
     }
 }
