@@ -240,15 +240,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// The earliest time a pending action is due, if any.
-    pub async fn next_action_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(on_pool!(&self.reads, pool => sqlx::query_scalar(
-            "select min(next_at) from actions where status = 'pending'",
-        )
-        .fetch_one(pool)
-        .await?))
-    }
-
     /// Records that the first `done_steps` steps are carried out (a restart resumes after them).
     pub async fn record_action_progress(
         &self,
